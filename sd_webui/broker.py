@@ -1,0 +1,94 @@
+"""The AMQP side of contract 1: one robust connection per process, queue declarations, and
+publishing with publisher confirms."""
+
+import asyncio
+import logging
+
+import aio_pika
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+from sd_webui.jobs import Job
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+PUBLISH_TIMEOUT_S = 10.0
+
+
+class QueueUnavailable(RuntimeError):
+    """The broker could not be reached or did not confirm the message: nothing was queued."""
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    """A robust connection: once up, it reconnects and restores channels by itself."""
+    return await aio_pika.connect_robust(url, timeout=CONNECT_TIMEOUT_S)
+
+
+async def declare_queues(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> None:
+    """`tasks` plain durable (any client can declare it), plus `tasks.dead` for rejects."""
+    await channel.declare_queue(queue_name, durable=True)
+    await channel.declare_queue(f"{queue_name}.dead", durable=True)
+
+
+def job_message(job: Job) -> aio_pika.Message:
+    """The AMQP message of a job: persistent JSON, `message_id` = the job id."""
+    return aio_pika.Message(
+        job.body(),
+        content_type="application/json",
+        message_id=job.id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+class Publisher:
+    """Publishes jobs on one connection shared by every browser session of the process.
+
+    The connection is opened on first use, so a web app started while the broker is down still
+    serves pages; each publish retries the connection until it exists, after which aio-pika's
+    robust connection reconnects on its own.
+    """
+
+    def __init__(self, url: str, queue_name: str) -> None:
+        self.url = url
+        self.queue_name = queue_name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready_channel(self) -> AbstractRobustChannel:
+        async with self._lock:
+            if self._channel is None:
+                try:
+                    connection = await connect(self.url)
+                except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+                    raise QueueUnavailable(f"cannot connect to the broker: {error}") from error
+                channel = await connection.channel(publisher_confirms=True)
+                await declare_queues(channel, self.queue_name)
+                self._connection, self._channel = connection, channel
+            return self._channel
+
+    async def publish(self, jobs: list[Job]) -> None:
+        """Publish every job and wait for the broker's confirms; raises QueueUnavailable."""
+        channel = await self._ready_channel()
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                for job in jobs:
+                    await channel.default_exchange.publish(
+                        job_message(job), routing_key=self.queue_name, mandatory=True
+                    )
+        except (TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError, OSError) as error:
+            log.warning("publish failed: %r", error)
+            raise QueueUnavailable(f"the broker did not confirm the job: {error!r}") from error
+
+    async def is_reachable(self) -> bool:
+        """For readiness probes: the connection exists and is open (connecting if needed)."""
+        try:
+            await self._ready_channel()
+        except QueueUnavailable:
+            return False
+        return self._connection is not None and not self._connection.is_closed
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = None

@@ -1,0 +1,161 @@
+"""Contract 1: the job message on queue `tasks`, its validation and the prompt stop-list.
+
+The same model is used by the web app (to build what it publishes) and by the worker (to
+check what it consumes), so the two can never disagree on what a valid job is.
+"""
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+MAX_PROMPT_CHARS = 1000
+MAX_COUNT = 4
+NSFW_WARNING = "Please don't use this tool for creating NSFW content."
+
+# The old web UI's stop-list, now matched on whole words so "Essex" or "Sussex" pass.
+STOP_WORDS = (
+    "sex",
+    "sexy",
+    "nude",
+    "nudes",
+    "naked",
+    "nsfw",
+    "porn",
+    "porno",
+    "xxx",
+    "hentai",
+    "boobs",
+    "tits",
+    "penis",
+    "vagina",
+    "erotic",
+)
+_STOP_RE = re.compile(r"\b(?:" + "|".join(STOP_WORDS) + r")\b", re.IGNORECASE)
+_JOB_ID_RE = re.compile(
+    r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+
+
+class InvalidJob(ValueError):
+    """A message that breaks contract 1; `str()` is a reason fit for a user or a header."""
+
+
+class EmptyPrompt(InvalidJob):
+    """Nothing to generate: the page sends nothing and says so gently."""
+
+
+class StopWordPrompt(InvalidJob):
+    """The prompt hit the stop-list: a warning, and nothing is published."""
+
+
+def new_job_id() -> str:
+    """A fresh job id: uuid4 hex, which is also the file stem of the job's outputs."""
+    return uuid.uuid4().hex
+
+
+def _check_job_id(value: str) -> str:
+    if not _JOB_ID_RE.fullmatch(value):
+        raise ValueError("id must be a uuid (32 hex digits or the canonical dashed form)")
+    return value
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError("must be a multiple of 8")
+    return value
+
+
+Side = Annotated[StrictInt, Field(ge=256, le=1024), AfterValidator(_multiple_of_8)]
+
+
+class Job(BaseModel):
+    """One generation request: `prompt` and `count` are all an old worker reads."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
+
+    prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    count: StrictInt = Field(default=1, ge=1, le=MAX_COUNT)
+    id: Annotated[StrictStr, AfterValidator(_check_job_id)] = Field(default_factory=new_job_id)
+    negative_prompt: StrictStr = Field(default="", max_length=MAX_PROMPT_CHARS)
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**32 - 1)
+    width: Side = 512
+    height: Side = 512
+    steps: StrictInt = Field(default=1, ge=1, le=50)
+    guidance_scale: StrictFloat | StrictInt = Field(default=0.0, ge=0, le=20)
+    submitted_at: datetime | None = None
+
+    def body(self) -> bytes:
+        """The UTF-8 JSON body to publish; unset optional fields are left out."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def _reason(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def parse_job(data: dict[str, Any]) -> Job:
+    """Validate a decoded message; raises InvalidJob with a one-line reason."""
+    try:
+        return Job.model_validate(data)
+    except ValidationError as error:
+        raise InvalidJob(_reason(error)) from None
+
+
+def decode_job(body: bytes) -> Job:
+    """Parse a raw AMQP body (old `{"prompt", "count"}` or the full contract-1 form)."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidJob(f"body is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidJob("body must be a JSON object")
+    return parse_job(data)
+
+
+def has_stop_word(prompt: str) -> bool:
+    """Whether the prompt contains a stop-list word as a whole word (case-insensitive)."""
+    return _STOP_RE.search(prompt) is not None
+
+
+def build_jobs(prompt: str, count: int, in_parallel: bool, **options: Any) -> list[Job]:
+    """The messages for one press of Generate.
+
+    In parallel with count N > 1: N jobs of count 1, each its own id (and, when a seed is
+    given, seeds seed, seed+1, ... as one job of N would use), so N workers share the work;
+    otherwise one job of count N. Raises EmptyPrompt, StopWordPrompt or InvalidJob before
+    anything is published.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise EmptyPrompt("Type a prompt first.")
+    if has_stop_word(prompt):
+        raise StopWordPrompt(NSFW_WARNING)
+    job = parse_job(
+        {"prompt": prompt, "count": count, "submitted_at": datetime.now(UTC), **options}
+    )
+    if not in_parallel or job.count == 1:
+        return [job]
+    return [
+        job.model_copy(
+            update={
+                "count": 1,
+                "id": new_job_id(),
+                "seed": None if job.seed is None else job.seed + index,
+            }
+        )
+        for index in range(job.count)
+    ]
