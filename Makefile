@@ -1,0 +1,39 @@
+# sd-webui: `make run` (the product on its embedded default), `make test` (everything CI runs).
+SHELL := /bin/bash
+BIN := .venv/bin
+REFLEX := source scripts/reflex-env.sh && $(BIN)/reflex
+DEMO_MODEL := .cache/demo-model
+PORT ?= 3000
+
+.PHONY: install run demo-model demo worker test lint format bench
+
+install:  ## venv, torch (CPU), the project, bun, Chromium
+	scripts/setup.sh
+
+run: install  ## the web app with its embedded queue and worker (no AMQP_URL) on http://localhost:$(PORT)
+	$(REFLEX) run --env prod --single-port --frontend-port $(PORT)
+
+demo-model: install  ## a tiny random model folder, for trying the whole loop offline
+	$(BIN)/sd-demo-model $(DEMO_MODEL)
+
+demo: demo-model  ## `make run` on the tiny offline model: noise images, but the real pipeline
+	SD_MODEL=$(DEMO_MODEL) $(REFLEX) run --env prod --single-port --frontend-port $(PORT)
+
+worker: install  ## one worker against $$AMQP_URL
+	$(BIN)/sd-worker
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install lint  ## installs everything, then lint and the whole test suite
+	source scripts/reflex-env.sh && $(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/gallery.py
+	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/inference.py
