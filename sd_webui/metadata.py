@@ -83,7 +83,7 @@ class FastSDSettings(BaseModel):
         settings = ", ".join(
             [
                 f"Steps: {self.inference_steps}",
-                "Sampler: Euler a",
+                "Sampler: Euler",
                 f"CFG scale: {self.guidance_scale:g}",
                 f"Seed: {self.image_seeds[image_index]}",
                 f"Size: {self.image_width}x{self.image_height}",

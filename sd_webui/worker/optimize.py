@@ -1,0 +1,95 @@
+"""Speed settings for the loaded pipeline: which dtype to run in, and what to change after loading.
+
+Kept apart from loading so the choices that trade exactness for speed are in one place, and
+each of them is recorded in the job's metadata. Every change here was measured with
+`bench/inference.py` before it was kept; see the README, "Fast inference".
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderTiny, DiffusionPipeline
+
+from sd_webui.settings import Settings
+from sd_webui.worker.model_source import ModelUnavailable
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+@lru_cache
+def cpu_has_native_bf16() -> bool:
+    """bfloat16 pays only with native bf16 arithmetic (AVX512-BF16 or AMX).
+
+    Without it torch falls back to scalar kernels: on an AVX2-only EPYC a UNet-sized bf16
+    matmul measured about 100x slower than float32, which makes a 512x512 image take minutes.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return not CPU_BF16_FLAGS.isdisjoint(flags)
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """`SD_DTYPE` to a torch dtype: auto is float16 on cuda, bfloat16 on a bf16 CPU, else float32.
+
+    A dtype the device cannot run at a usable speed is a ValueError (a start-up error), so a
+    misconfigured worker stops at once instead of taking minutes per image.
+    """
+    if name == "auto":
+        if device == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device == "cpu" and cpu_has_native_bf16() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"SD_DTYPE={name} is not one of auto, {', '.join(DTYPES)}")
+    dtype = DTYPES[name]
+    if device == "cpu" and dtype == torch.float16:
+        raise ValueError(
+            "SD_DTYPE=float16 is not usable on cpu (no fast float16 kernels); "
+            "use SD_DTYPE=auto, float32 or bfloat16"
+        )
+    if device == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        raise ValueError(
+            "SD_DTYPE=bfloat16 needs a CPU with avx512_bf16 or amx_bf16 (this one would run "
+            "about 100x slower than float32); use SD_DTYPE=auto or float32"
+        )
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` as the `SD_DTYPE` value that selects it: `bfloat16`."""
+    return str(dtype).removeprefix("torch.")
+
+
+def load_tiny_vae(model: str, device: str, dtype: torch.dtype) -> AutoencoderTiny:
+    """`SD_TINY_VAE_MODEL` (TAESD: a hub id or a local folder); raises ModelUnavailable."""
+    try:
+        vae = AutoencoderTiny.from_pretrained(model, torch_dtype=dtype)
+    except Exception as error:  # a missing or broken folder fails in many ways; all mean the same
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ModelUnavailable(
+            f"SD_TINY_VAE_MODEL={model} could not be loaded ({reason}); set it to a local "
+            "AutoencoderTiny folder or a cached hub id, or set SD_TINY_VAE=0"
+        ) from error
+    return vae.to(device)
+
+
+def use_channels_last(module: torch.nn.Module) -> None:
+    """NHWC weights: oneDNN's convolutions on the CPU skip their layout conversions."""
+    module.to(memory_format=torch.channels_last)
+
+
+def prepare_pipeline(
+    pipe: DiffusionPipeline, settings: Settings, device: str, dtype: torch.dtype
+) -> dict[str, Any]:
+    """Apply the speed options that pay to the loaded pipeline; returns the metadata they set."""
+    if settings.sd_tiny_vae:
+        pipe.vae = load_tiny_vae(settings.sd_tiny_vae_model, device, dtype)
+    # channels_last, measured on CPUs: it pays for the tiny decoder, and for the SD decoder in
+    # bfloat16 (17.5 s -> 5.6 s on an AMX Xeon), but slows the SD decoder and the UNet in float32.
+    if device == "cpu" and (settings.sd_tiny_vae or dtype == torch.bfloat16):
+        use_channels_last(pipe.vae)
+    return {"use_tiny_auto_encoder": settings.sd_tiny_vae, "dtype": dtype_name(dtype)}

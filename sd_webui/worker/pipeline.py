@@ -1,0 +1,99 @@
+"""The diffusers pipeline: loaded once per process, then one batched call per job."""
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
+from PIL.Image import Image
+from transformers.utils import logging as transformers_logging
+
+from sd_webui.jobs import MAX_COUNT, Job
+from sd_webui.settings import Settings
+from sd_webui.worker.model_source import FIX, ModelSource, ModelUnavailable
+from sd_webui.worker.optimize import prepare_pipeline, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+# The warm-up pays the first-call costs (lazy initialisation, allocator, kernel loading) before
+# the first real job; at the smallest size contract 1 allows, so start-up stays short on a CPU.
+WARM_UP_JOB = Job(prompt="warm-up", width=256, height=256, steps=1)
+
+
+def resolve_device(setting: str) -> str:
+    """`SD_DEVICE`: auto is cuda when torch sees a GPU, else cpu."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("SD_DEVICE=cuda but torch sees no CUDA device; set SD_DEVICE=auto or cpu")
+    return setting
+
+
+def job_seeds(job: Job) -> list[int]:
+    """One seed per image: seed, seed+1, ... from the job's seed, or from a random one."""
+    first = job.seed if job.seed is not None else secrets.randbelow(2**32 - MAX_COUNT)
+    return [first + index for index in range(job.count)]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A pipeline ready on its device, and what each job's metadata says about it."""
+
+    pipe: DiffusionPipeline
+    model_id: str
+    device: str
+    metadata: dict[str, Any]
+
+    def generate(self, job: Job) -> tuple[list[Image], list[int]]:
+        """The job's images in one batched call, and the seed of each.
+
+        One CPU generator per image makes image i depend on its own seed only, whatever the
+        batch size or device, so any image can be reproduced alone as a count-1 job.
+        """
+        seeds = job_seeds(job)
+        output = self.pipe(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt or None,
+            num_images_per_prompt=job.count,
+            num_inference_steps=job.steps,
+            guidance_scale=float(job.guidance_scale),
+            width=job.width,
+            height=job.height,
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+        )
+        return output.images, seeds
+
+
+def load_pipeline(settings: Settings, source: ModelSource) -> LoadedModel:
+    """Load the model `locate_model(SD_MODEL)` found on `SD_DEVICE`, apply the speed options
+    and warm up. Raises ModelUnavailable (one line saying what to set) for any loading error.
+    """
+    try:
+        device = resolve_device(settings.sd_device)
+        dtype = resolve_dtype(settings.sd_dtype, device)
+    except ValueError as error:
+        raise ModelUnavailable(str(error)) from None
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            source.name, dtype=dtype, local_files_only=source.local_files_only
+        )
+    except Exception as error:  # a broken folder fails in many ways; all mean "fix SD_MODEL"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ModelUnavailable(
+            f"SD_MODEL={settings.sd_model} could not be loaded ({reason}); " + FIX
+        ) from error
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    metadata = {
+        "use_offline_model": source.local_files_only,
+        **prepare_pipeline(pipe, settings, device, dtype),
+    }
+    model = LoadedModel(pipe=pipe, model_id=settings.sd_model, device=device, metadata=metadata)
+    log.info("loaded %s on %s as %s; warming up", settings.sd_model, device, dtype)
+    model.generate(WARM_UP_JOB)
+    return model

@@ -1,0 +1,31 @@
+"""Worker fixtures: the tiny demo model on disk and loaded once, per-test worker settings."""
+
+from pathlib import Path
+
+import pytest
+
+from sd_webui.demo_model import build_demo_model
+from sd_webui.settings import Settings
+from sd_webui.worker.model_source import locate_model
+from sd_webui.worker.pipeline import LoadedModel
+from sd_webui.worker.runner import JobRunner
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion folder, loaded through the same path as a real model."""
+    return build_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
+@pytest.fixture(scope="session")
+def loaded_model(demo_model: Path) -> LoadedModel:
+    """The demo model loaded once for all in-process tests, each with its own JobRunner."""
+    settings = Settings(sd_model=str(demo_model))
+    return JobRunner.load(settings, locate_model(settings.sd_model)).model
+
+
+@pytest.fixture
+def worker_settings(amqp_url: str, queue_name: str, images_dir: Path, demo_model: Path) -> Settings:
+    return Settings(
+        amqp_url=amqp_url, queue_name=queue_name, images_dir=images_dir, sd_model=str(demo_model)
+    )
