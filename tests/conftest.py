@@ -57,6 +57,14 @@ async def queue_name(amqp_url: str) -> AsyncIterator[str]:
             await channel.queue_delete(queue)
 
 
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion folder, loaded through the same path as a real model."""
+    from sd_webui.demo_model import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
 @pytest.fixture
 def images_dir(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "images"

@@ -1,20 +1,13 @@
-"""Worker fixtures: the tiny demo model on disk and loaded once, per-test worker settings."""
+"""Worker fixtures: the tiny demo model loaded once, per-test worker settings."""
 
 from pathlib import Path
 
 import pytest
 
-from sd_webui.demo_model import build_demo_model
 from sd_webui.settings import Settings
 from sd_webui.worker.model_source import locate_model
 from sd_webui.worker.pipeline import LoadedModel
 from sd_webui.worker.runner import JobRunner
-
-
-@pytest.fixture(scope="session")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Stable Diffusion folder, loaded through the same path as a real model."""
-    return build_demo_model(tmp_path_factory.mktemp("demo-model"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,99 @@
+"""The gallery: a responsive grid of image cards, each with a hover card of its metadata."""
+
+import reflex as rx
+from reflex.vars import Var
+from reflex_base.utils.imports import ImportVar
+from reflex_base.vars.base import VarData
+
+from sd_webui.components import styles
+from sd_webui.state import Card, GalleryState
+
+# The backend's origin as the browser sees it: port 8000 beside a dev frontend on 3000, the page's
+# own origin when one port serves both. Images are served by the backend at run time.
+BACKEND_ORIGIN = Var(
+    _js_expr="getBackendURL().origin",
+    _var_data=VarData(imports={"$/utils/state": [ImportVar(tag="getBackendURL")]}),
+).to(str)
+
+RELATIVE_TIME_REFRESH_MS = 30_000
+
+
+def image_url(card: Card) -> Var[str]:
+    return BACKEND_ORIGIN + card.path
+
+
+def generated(card: Card) -> rx.Component:
+    """ "3 minutes ago", re-rendered in the browser as time passes (no server round trip)."""
+    return rx.moment(card.created, from_now=True, interval=RELATIVE_TIME_REFRESH_MS)
+
+
+def fact(label: str, value: Var | str | rx.Component) -> rx.Component:
+    return rx.text(rx.text.span(f"{label}: ", color="var(--gray-11)"), value, size="2")
+
+
+def image_card(card: Card) -> rx.Component:
+    return rx.vstack(
+        thumbnail(card),
+        rx.text(card.prompt, size="1", color="var(--gray-11)", truncate=True, width="100%"),
+        spacing="1",
+        width="100%",
+    )
+
+
+def thumbnail(card: Card) -> rx.Component:
+    return rx.hover_card.root(
+        rx.hover_card.trigger(
+            rx.image(
+                src=image_url(card),
+                alt=card.prompt,
+                loading="lazy",
+                style=styles.THUMBNAIL,
+                on_click=GalleryState.view(card),
+                custom_attrs={"data-name": card.name},
+            ),
+        ),
+        rx.hover_card.content(
+            rx.vstack(
+                rx.text(card.prompt, weight="bold", size="3"),
+                fact("Generated", generated(card)),
+                fact("Model", card.model),
+                fact("LoraModel", card.lora_base_model),
+                fact("Size", card.size + "px"),
+                spacing="1",
+            ),
+            side="top",
+            max_width="22em",
+        ),
+        open_delay=150,
+    )
+
+
+def gallery_grid() -> rx.Component:
+    return rx.vstack(
+        rx.hstack(
+            rx.heading("Latest images", size="3", weight="medium"),
+            rx.badge("live", color_scheme=styles.ACCENT, variant="soft", radius="full"),
+            align="center",
+            spacing="2",
+        ),
+        images(),
+        spacing="3",
+        width="100%",
+    )
+
+
+def images() -> rx.Component:
+    return rx.cond(
+        GalleryState.images,
+        rx.grid(
+            rx.foreach(GalleryState.images, image_card),
+            columns={"initial": "1", "xs": "2", "md": "3", "lg": "4"},
+            spacing="4",
+            width="100%",
+        ),
+        rx.center(
+            rx.text("No images yet. Type a prompt and press Generate.", color="var(--gray-10)"),
+            padding_y="4em",
+            width="100%",
+        ),
+    )

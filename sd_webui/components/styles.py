@@ -1,0 +1,43 @@
+"""Shared look: a dark page with sky-blue accents, in the spirit of the old web UI."""
+
+ACCENT = "sky"
+PAGE_MAX_WIDTH = "1400px"
+
+NAVBAR = {
+    "background_color": "var(--gray-2)",
+    "border_bottom": "1px solid var(--gray-5)",
+    "padding_x": ["1em", "2em"],
+    "padding_y": "0.75em",
+    "position": "sticky",
+    "top": "0",
+    "z_index": "10",
+}
+
+PAGE = {
+    "max_width": PAGE_MAX_WIDTH,
+    "margin_x": "auto",
+    "padding_x": ["0.75em", "1.5em", "2em"],
+    "padding_y": "1.5em",
+    "width": "100%",
+}
+
+THUMBNAIL = {
+    "width": "100%",
+    "aspect_ratio": "1 / 1",
+    "object_fit": "cover",
+    "border_radius": "var(--radius-3)",
+    "cursor": "zoom-in",
+    "transition": "transform 120ms ease, box-shadow 120ms ease",
+    "_hover": {
+        "transform": "scale(1.015)",
+        "box_shadow": "0 0 0 2px var(--sky-9)",
+    },
+}
+
+FULL_IMAGE = {
+    "width": "100%",
+    "max_height": "70vh",
+    "object_fit": "contain",
+    "border_radius": "var(--radius-3)",
+    "background_color": "var(--gray-3)",
+}

@@ -1,0 +1,264 @@
+"""The newest-N index over the images folder, fed by one watcher per process.
+
+The old web UI listed the folder, read every JSON and sorted everything on every poll of every
+browser. Here one `os.scandir` pass at startup keeps the newest images by mtime (reading only
+their JSON), and one `watchfiles` watcher applies each change to that bounded index; browser
+sessions wait on `Gallery.wait_for_change` and are woken on every change, with no polling.
+"""
+
+import asyncio
+import bisect
+import heapq
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from sd_webui.metadata import ImageInfo, parse_image_info
+
+log = logging.getLogger(__name__)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"
+TEMP_SUFFIXES = (".tmp", ".part", "~")
+
+# (st_mtime_ns, name): newest last in the ascending `_ranked` list; equal mtimes order by name.
+Key = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image of the gallery: its file name, when it landed and what is known about it."""
+
+    name: str
+    mtime_ns: int
+    info: ImageInfo
+
+    @property
+    def job_id(self) -> str:
+        return job_stem(self.name)
+
+
+def job_stem(png_name: str) -> str:
+    """`<id>-<n>.png` -> `<id>` (cut at the last "-"); a name without "-" is its own job."""
+    stem = png_name.removesuffix(".png")
+    return stem.rpartition("-")[0] or stem
+
+
+def image_index(png_name: str) -> int:
+    """`<id>-<n>.png` -> n-1, the image's place in its job's `image_seeds` (0 when unknown)."""
+    number = png_name.removesuffix(".png").rpartition("-")[2]
+    return int(number) - 1 if number.isdigit() and int(number) > 0 else 0
+
+
+def is_candidate(name: str) -> bool:
+    """A final PNG name: temp files (".x", "*.tmp", "*.part", "*~") never show."""
+    return name.endswith(".png") and not name.startswith(".") and not name.endswith(TEMP_SUFFIXES)
+
+
+def is_whole_png(path: Path) -> bool:
+    """PNG signature at the start and the IEND chunk at the end: never show a half-written file.
+
+    Two small reads, done only for images that enter the visible set.
+    """
+    try:
+        with path.open("rb") as file:
+            head = file.read(8)
+            file.seek(-len(PNG_END), os.SEEK_END)
+            return head == PNG_SIGNATURE and file.read() == PNG_END
+    except OSError:
+        return False
+
+
+class GalleryIndex:
+    """The newest `size` images of one folder, plus a bounded reserve of the next candidates.
+
+    `_ranked` holds the keys of the newest `size + reserve` PNGs; metadata is read only for the
+    visible first `size`. When a visible image is deleted, the next newest is promoted from the
+    reserve, so the common case costs no folder scan. Only when deletions have drained the
+    reserve below `size` while older files exist (`_beyond`) is the folder scanned again: one
+    `os.scandir` pass at most once per `reserve` deletions, instead of one per change. Memory
+    stays bounded by `size + reserve`, whatever the folder holds.
+    """
+
+    def __init__(self, folder: Path, size: int, reserve: int | None = None) -> None:
+        self.folder = folder
+        self.size = size
+        self.reserve = size if reserve is None else reserve
+        self.scans = 0
+        self._ranked: list[Key] = []
+        self._keys: dict[str, Key] = {}
+        self._entries: dict[str, Entry] = {}
+        self._broken: set[str] = set()
+        self._beyond = False
+
+    def scan(self) -> None:
+        """Rank the folder from scratch and load the visible images' metadata."""
+        self._rank_folder()
+        self._refresh_visible(reload=set())
+
+    def entries(self) -> list[Entry]:
+        """The visible images, newest first."""
+        return [self._entries[name] for _, name in reversed(self._ranked[-self.size :])]
+
+    def apply(self, changes: set[tuple[Change, str]]) -> bool:
+        """Apply one batch of watcher changes; returns whether the visible images changed."""
+        before = self.entries()
+        reload: set[str] = set()
+        for change, path in changes:
+            where = Path(path)
+            if where.parent != self.folder:
+                continue
+            if where.name.endswith(".json") and not where.name.startswith("."):
+                stem = where.name.removesuffix(".json")
+                reload |= {name for name in self._entries if job_stem(name) == stem}
+            elif is_candidate(where.name):
+                self._discard(where.name)
+                self._broken.discard(where.name)
+                if change != Change.deleted:
+                    self._add(where)
+                    reload.add(where.name)
+        self._refresh_visible(reload)
+        return self.entries() != before
+
+    def _rank_folder(self) -> None:
+        """One `os.scandir` pass keeping the newest keys; no JSON is read here."""
+        keys = []
+        with os.scandir(self.folder) as listing:
+            for item in listing:
+                if not is_candidate(item.name) or item.name in self._broken:
+                    continue
+                try:
+                    info = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    keys.append((info.st_mtime_ns, item.name))
+        limit = self.size + self.reserve
+        self._ranked = heapq.nlargest(limit, keys)[::-1]
+        self._keys = {name: (mtime, name) for mtime, name in self._ranked}
+        self._beyond = len(keys) > limit
+        self.scans += 1
+
+    def _add(self, path: Path) -> None:
+        try:
+            info = path.lstat()
+        except OSError:
+            return
+        if not stat.S_ISREG(info.st_mode):
+            return
+        key = (info.st_mtime_ns, path.name)
+        if len(self._ranked) >= self.size + self.reserve and key < self._ranked[0]:
+            self._beyond = True
+            return
+        bisect.insort(self._ranked, key)
+        self._keys[path.name] = key
+        if len(self._ranked) > self.size + self.reserve:
+            del self._keys[self._ranked.pop(0)[1]]
+            self._beyond = True
+
+    def _discard(self, name: str) -> None:
+        key = self._keys.pop(name, None)
+        if key is not None:
+            del self._ranked[bisect.bisect_left(self._ranked, key)]
+        self._entries.pop(name, None)
+
+    def _refresh_visible(self, reload: set[str]) -> None:
+        """Load metadata for images entering the visible set, or whose JSON changed.
+
+        A PNG that is not whole is set aside until its next change event brings it back, and
+        the next candidate takes its place.
+        """
+        while True:
+            if len(self._ranked) < self.size and self._beyond:
+                self._rank_folder()
+            visible = {name for _, name in self._ranked[-self.size :]}
+            for name in set(self._entries) - visible:
+                del self._entries[name]
+            broken = [
+                name
+                for name in visible
+                if (name not in self._entries or name in reload) and not self._load(name)
+            ]
+            if not broken:
+                return
+            for name in broken:
+                self._discard(name)
+                self._broken.add(name)
+            reload = set()
+
+    def _load(self, name: str) -> bool:
+        if not is_whole_png(self.folder / name):
+            return False
+        try:
+            raw = (self.folder / f"{job_stem(name)}.json").read_bytes()
+        except OSError:
+            info = ImageInfo()
+        else:
+            info = parse_image_info(raw, image_index(name))
+        self._entries[name] = Entry(name, self._keys[name][0], info)
+        return True
+
+
+class Gallery:
+    """The process-wide gallery: one index, one watcher task, many waiting browser sessions."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        self.index = GalleryIndex(folder.resolve(), size)
+        self.snapshot: tuple[Entry, ...] = ()
+        self.version = 0
+        self.listeners = 0
+        self._changed = asyncio.Event()
+
+    def _publish(self) -> None:
+        self.snapshot = tuple(self.index.entries())
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for_change(self, seen: int) -> None:
+        """Return once `version` has moved past `seen` (at once if it already has)."""
+        if self.version != seen:
+            return
+        self.listeners += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self.listeners -= 1
+
+    async def watch(self) -> None:
+        """Scan, then apply every change the watcher reports, until cancelled.
+
+        A failure (folder removed, a bug) is logged and the watch restarts from a fresh scan,
+        so the page keeps working.
+        """
+        folder = self.index.folder
+        while True:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(self.index.scan)
+                self._publish()
+                log.info("gallery: watching %s (%d images shown)", folder, len(self.snapshot))
+                async for changes in awatch(folder, watch_filter=None, recursive=False):
+                    if await asyncio.to_thread(self.index.apply, changes):
+                        self._publish()
+            except Exception:
+                log.exception("gallery: watcher failed; restarting in 1 s")
+                await asyncio.sleep(1)
+
+
+_gallery: Gallery | None = None
+
+
+def get_gallery() -> Gallery:
+    """The one gallery of this process (created on first use from the settings)."""
+    global _gallery
+    if _gallery is None:
+        from sd_webui.settings import get_settings
+
+        settings = get_settings()
+        _gallery = Gallery(settings.images_dir, settings.gallery_size)
+    return _gallery

@@ -1,0 +1,109 @@
+"""The Reflex app: the page, its lifespan tasks (the gallery watcher, the publisher) and the
+backend routes that serve images and answer health probes."""
+
+import asyncio
+import contextlib
+import mimetypes
+import os
+from pathlib import Path
+
+import reflex as rx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from sd_webui.components import styles
+from sd_webui.components.full_view import full_view
+from sd_webui.components.gallery_grid import gallery_grid
+from sd_webui.components.navbar import navbar
+from sd_webui.components.prompt_bar import prompt_bar
+from sd_webui.gallery import TEMP_SUFFIXES, get_gallery
+from sd_webui.publishing import close_sink, get_sink
+from sd_webui.settings import get_settings
+from sd_webui.state import IMAGE_ROUTE, GalleryState
+
+SERVED_SUFFIXES = (".png", ".json")
+# Names never change content (a redelivered job rewrites identical names), so cache for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def servable(folder: Path, name: str) -> Path | None:
+    """The file `name` directly inside `folder`, or None for anything that escapes it.
+
+    `..` (plain or URL-encoded, already decoded by the router), absolute paths, nested paths and
+    symlinks resolving outside the folder all give None, as do temp and non-image files.
+    """
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(SERVED_SUFFIXES):
+        return None
+    if name.endswith(TEMP_SUFFIXES):
+        return None
+    path = (folder / name).resolve()
+    return path if path.parent == folder and path.is_file() else None
+
+
+async def serve_image(request: Request) -> Response:
+    folder = get_settings().images_dir.resolve()
+    path = servable(folder, request.path_params["name"])
+    if path is None:
+        return PlainTextResponse("Not found", status_code=404)
+    return FileResponse(
+        path,
+        media_type=mimetypes.guess_type(path.name)[0],
+        headers={"Cache-Control": IMMUTABLE},
+        content_disposition_type="attachment" if "download" in request.query_params else "inline",
+        filename=path.name if "download" in request.query_params else None,
+    )
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the images folder is readable and, with AMQP_URL set, the broker reachable."""
+    settings = get_settings()
+    folder = settings.images_dir
+    if not (folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)):
+        return PlainTextResponse(f"images folder {folder} is not readable", status_code=503)
+    if settings.amqp_url and not await get_sink().is_reachable():
+        return PlainTextResponse("the broker is not reachable", status_code=503)
+    return PlainTextResponse("ok")
+
+
+backend_routes = Starlette(
+    routes=[
+        Route(f"{IMAGE_ROUTE}/{{name:path}}", serve_image, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+)
+
+
+@contextlib.asynccontextmanager
+async def lifespan():
+    """One gallery watcher per process while the app serves; the publisher closed at the end."""
+    watcher = asyncio.create_task(get_gallery().watch(), name="gallery-watcher")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await close_sink()
+
+
+def index() -> rx.Component:
+    return rx.box(
+        navbar(),
+        rx.vstack(prompt_bar(), gallery_grid(), spacing="6", style=styles.PAGE),
+        full_view(),
+        min_height="100vh",
+    )
+
+
+# The dark theme with sky-blue accents is configured in rxconfig.py (RadixThemesPlugin).
+app = rx.App(api_transformer=backend_routes)
+app.add_page(index, title="Stable Diffusion", on_load=GalleryState.follow)
+app.register_lifespan_task(lifespan)

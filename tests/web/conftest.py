@@ -1,0 +1,142 @@
+"""The app under reflex.testing.AppHarness, headless Chromium, and images to drop in its folder."""
+
+import asyncio
+import colorsys
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import aio_pika
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from tests.conftest import unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+HARNESS_GALLERY_SIZE = 8
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[object, object, T]) -> T:
+    """Run `coroutine` to the end on a thread of its own (Playwright's sync API owns this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def write_image(folder: Path, stem: str, n: int, hue: float, prompt: str, count: int = 1) -> Path:
+    """A soft abstract 512x512 picture plus its FastSD sidecar, each renamed into place whole."""
+    seed = 1000 + n + int(hue * 100)
+    sidecar = {
+        "lcm_model_id": "stabilityai/sd-turbo",
+        "lcm_lora": {"base_model_id": "Lykon/dreamshaper-8"},
+        "prompt": prompt,
+        "negative_prompt": "blurry",
+        "image_width": 512,
+        "image_height": 512,
+        "inference_steps": 1,
+        "guidance_scale": 0.0,
+        "number_of_images": count,
+        "seed": seed - n + 1,
+        "use_seed": True,
+        "image_seeds": [seed - n + 1 + index for index in range(count)],
+    }
+    json_temp = folder / f".{stem}.json.tmp"
+    json_temp.write_text(json.dumps(sidecar, indent=4))
+    json_temp.rename(folder / f"{stem}.json")
+    image = Image.new("RGB", (512, 512))
+    draw = ImageDraw.Draw(image)
+    for y in range(512):
+        r, g, b = colorsys.hsv_to_rgb((hue + y / 2048) % 1, 0.55, 0.25 + 0.5 * y / 512)
+        draw.line([(0, y), (512, y)], fill=(int(r * 255), int(g * 255), int(b * 255)))
+    for index in range(6):
+        angle = hue * 6.28 + index * 1.7 + n
+        x, y = 256 + 150 * math.cos(angle), 256 + 150 * math.sin(angle * 1.3)
+        radius = 40 + 25 * ((index + n) % 3)
+        r, g, b = colorsys.hsv_to_rgb((hue + 0.08 * index) % 1, 0.6, 0.95)
+        draw.ellipse(
+            [x - radius, y - radius, x + radius, y + radius],
+            fill=(int(r * 255), int(g * 255), int(b * 255)),
+        )
+    image = image.filter(ImageFilter.GaussianBlur(6))
+    png_temp = folder / f".{stem}-{n}.png.tmp"
+    image.save(png_temp, format="PNG")
+    final = folder / f"{stem}-{n}.png"
+    png_temp.rename(final)
+    return final
+
+
+@pytest.fixture(scope="session")
+def web_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("web-images")
+
+
+@pytest.fixture(scope="session")
+def web_queue(amqp_url: str) -> Iterator[str]:
+    """The harness's queue for the whole session (its own name), deleted afterwards."""
+    name = f"test-web-{uuid.uuid4().hex[:12]}"
+    yield name
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for queue in (name, f"{name}.dead"):
+                await channel.queue_delete(queue)
+
+    run_async(delete())
+
+
+@pytest.fixture(scope="session")
+def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]:
+    """The real app (backend in-process, dev frontend) configured through the environment."""
+    if not shutil.which("bun") and not shutil.which("npm"):
+        unavailable("no JavaScript runtime to build the frontend")
+    from reflex.testing import AppHarness
+
+    from sd_webui import gallery, publishing
+    from sd_webui.settings import get_settings
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("IMAGES_DIR", str(web_images))
+    patch.setenv("AMQP_URL", amqp_url)
+    patch.setenv("QUEUE_NAME", web_queue)
+    patch.setenv("GALLERY_SIZE", str(HARNESS_GALLERY_SIZE))
+    patch.setenv("REFLEX_USE_SYSTEM_BUN", "1")
+    get_settings.cache_clear()
+    publishing.set_sink(None)
+    patch.setattr(gallery, "_gallery", None)
+    app = AppHarness.create(root=ROOT, app_name="sd_webui")
+    with app:
+        yield app
+    patch.undo()
+    get_settings.cache_clear()
+    publishing.set_sink(None)
+
+
+@pytest.fixture(scope="session")
+def backend_url(harness: object) -> str:
+    from reflex.config import get_config
+
+    return get_config().api_url.rstrip("/")
+
+
+@pytest.fixture(scope="module")
+def browser(harness: object) -> Iterator[object]:
+    """Chromium for one test module: Playwright's sync API holds this thread's event loop while
+    it runs, so it must be gone before pytest-asyncio's tests use that thread again."""
+    if not Path(CHROMIUM).exists():
+        unavailable(f"Chromium is not installed at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -1,0 +1,326 @@
+"""The page in headless Chromium against the running app: Generate, live gallery, views, 404s."""
+
+import http.client
+import json
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+
+from tests.web.conftest import HARNESS_GALLERY_SIZE, ROOT, run_async, write_image
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+TIMEOUT_MS = 15_000
+PROMPTS = [
+    "Yellow submarine under a coral reef",
+    "A lighthouse on a cliff at dusk, oil painting",
+    "Tiny robot watering a bonsai tree",
+    "Northern lights over a frozen lake",
+    "A cozy cabin in a snowy pine forest",
+    "Hot air balloons over Cappadocia at sunrise",
+    "A koi pond in autumn, watercolor",
+    "Neon city street in the rain",
+]
+
+
+def drain(url: str, queue: str) -> list[dict]:
+    """The bodies of every message now in `queue` (acknowledged), with their properties."""
+
+    async def run() -> list[dict]:
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            source = await channel.declare_queue(queue, durable=True)
+            found = []
+            while (message := await source.get(fail=False)) is not None:
+                await message.ack()
+                found.append({**json.loads(message.body), "_message_id": message.message_id})
+            return found
+
+    return run_async(run())
+
+
+@pytest.fixture(scope="module")
+def seeded(web_images: Path) -> list[Path]:
+    """A few finished jobs in the folder (one with two images), oldest first."""
+    paths = []
+    for index, prompt in enumerate(PROMPTS):
+        stem = f"{index:02d}seed{index:026x}"
+        count = 2 if index == 3 else 1
+        for n in range(1, count + 1):
+            paths.append(write_image(web_images, stem, n, index / len(PROMPTS), prompt, count))
+            time.sleep(0.02)
+    return paths
+
+
+@pytest.fixture
+def page(browser: Browser, harness, seeded: list[Path]) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(harness.frontend_url)
+    expect(page.locator("img[data-name]").first).to_be_visible()
+    yield page
+    context.close()
+
+
+# Records (Date.now()) when an image of the given name enters the page: no polling delay.
+SEEN_AT = """name => new MutationObserver((changes, observer) => {
+    if (document.querySelector(`img[data-name="${name}"]`)) {
+        window.__seenAt = Date.now();
+        observer.disconnect();
+    }
+}).observe(document.body, {subtree: true, childList: true, attributes: true})"""
+
+
+def shown(page: Page) -> list[str]:
+    return page.locator("img[data-name]").evaluate_all("els => els.map(e => e.dataset.name)")
+
+
+def test_generate_publishes_clears_and_refocuses(page: Page, amqp_url: str, web_queue: str) -> None:
+    drain(amqp_url, web_queue)
+    prompt = page.get_by_placeholder("Yellow submarine")
+    prompt.fill("green dog")
+    page.get_by_role("slider").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_text("Number of images: 2")).to_be_visible()
+    prompt.press("Enter")
+    expect(page.get_by_text("The task was added to the job queue (2 images).")).to_be_visible()
+    expect(prompt).to_have_value("")
+    expect(page.get_by_text("Number of images: 1")).to_be_visible()
+    expect(prompt).to_be_focused()
+    bodies = drain(amqp_url, web_queue)
+    assert [(body["prompt"], body["count"]) for body in bodies] == [("green dog", 1)] * 2
+    assert all(body["_message_id"] == body["id"] for body in bodies)
+
+
+def test_one_job_of_n_when_not_in_parallel(page: Page, amqp_url: str, web_queue: str) -> None:
+    drain(amqp_url, web_queue)
+    page.get_by_placeholder("Yellow submarine").fill("blue cat")
+    page.get_by_role("slider").focus()
+    page.keyboard.press("End")
+    page.get_by_role("checkbox").click()
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text("The task was added to the job queue (4 images).")).to_be_visible()
+    (body,) = drain(amqp_url, web_queue)
+    assert (body["prompt"], body["count"]) == ("blue cat", 4)
+
+
+def test_stop_list_warns_and_publishes_nothing(page: Page, amqp_url: str, web_queue: str) -> None:
+    drain(amqp_url, web_queue)
+    prompt = page.get_by_placeholder("Yellow submarine")
+    prompt.fill("sex on the beach")
+    page.get_by_role("button", name="Generate").click()
+    expect(
+        page.get_by_text("Please don't use this tool for creating NSFW content.")
+    ).to_be_visible()
+    expect(prompt).to_have_value("sex on the beach")
+    prompt.fill("Essex countryside")
+    prompt.press("Enter")
+    expect(page.get_by_text("The task was added to the job queue (1 image).")).to_be_visible()
+    assert [body["prompt"] for body in drain(amqp_url, web_queue)] == ["Essex countryside"]
+
+
+SOCKET_IO_EVENT = re.compile(r"^(42(?:/[^,\[]*,)?\d*)(\[.*)$", re.DOTALL)
+
+
+def crafting(page: Page, handler: str, value: object) -> None:
+    """Rewrite the payload of `handler` events on their way to the server (a crafted client)."""
+
+    def rewrite(message: str | bytes) -> str | bytes:
+        match = SOCKET_IO_EVENT.match(message) if isinstance(message, str) else None
+        if match is None or handler not in message:
+            return message
+        frame = json.loads(match[2])
+        for item in frame[1:]:
+            event = item.get("event", item) if isinstance(item, dict) else {}
+            if event.get("name", "").endswith(handler):
+                event["payload"] = {key: value for key in event["payload"]}
+        return match[1] + json.dumps(frame)
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: server.send(rewrite(message)))
+
+    page.route_web_socket(re.compile(r".*/_event.*"), route)
+    page.reload()
+    expect(page.locator("img[data-name]").first).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("handler", "value", "says"),
+    [("set_count", [9], "count"), ("set_prompt", "x" * 1001, "at most 1000 characters")],
+)
+def test_crafted_events_are_refused_on_the_server(
+    page: Page, amqp_url: str, web_queue: str, handler: str, value: object, says: str
+) -> None:
+    drain(amqp_url, web_queue)
+    crafting(page, handler, value)
+    page.get_by_placeholder("Yellow submarine").fill("green dog")
+    page.get_by_role("slider").focus()
+    page.keyboard.press("ArrowRight")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text(re.compile("Not sent, the job is invalid: .*" + says))).to_be_visible()
+    assert drain(amqp_url, web_queue) == []
+
+
+def test_new_and_deleted_images_reach_two_tabs_live(
+    browser: Browser, page: Page, harness, web_images: Path
+) -> None:
+    other = browser.new_page()
+    other.goto(harness.frontend_url)
+    expect(other.locator("img[data-name]").first).to_be_visible()
+    before = shown(page)
+    assert before == shown(other)
+    assert len(before) == HARNESS_GALLERY_SIZE
+
+    fresh_name = f"{'f' * 32}-1.png"
+    for tab in (page, other):
+        tab.evaluate(SEEN_AT, fresh_name)
+    fresh = write_image(web_images, "f" * 32, 1, 0.55, "Live from the folder")
+    for tab in (page, other):
+        expect(tab.locator("img[data-name]").first).to_have_attribute("data-name", fresh.name)
+    renamed_ms = fresh.stat().st_ctime * 1000  # the rename into place sets ctime
+    latency_ms = max(tab.evaluate("window.__seenAt") for tab in (page, other)) - renamed_ms
+    print(f"\npush latency, PNG renamed into place -> shown in both tabs: {latency_ms:.0f} ms")
+    assert shown(page) == [fresh.name, *before[:-1]]
+
+    fresh.unlink()
+    for tab in (page, other):
+        expect(tab.locator("img[data-name]").first).to_have_attribute("data-name", before[0])
+    assert shown(other) == before  # the next newest took the freed place
+    other.close()
+
+
+def settled_listeners(gallery, seconds: float = 10.0) -> int:
+    """The number of waiting gallery loops once it has stopped changing for a second."""
+    deadline = time.monotonic() + seconds
+    last, stable_since = gallery.listeners, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - stable_since < 1:
+        time.sleep(0.1)
+        if gallery.listeners != last:
+            last, stable_since = gallery.listeners, time.monotonic()
+    return last
+
+
+def test_closed_tabs_stop_their_gallery_loop(browser: Browser, harness) -> None:
+    from sd_webui.gallery import get_gallery
+
+    gallery = get_gallery()
+    baseline = settled_listeners(gallery)
+    tabs = [browser.new_page() for _ in range(3)]
+    for tab in tabs:
+        tab.goto(harness.frontend_url)
+        expect(tab.locator("img[data-name]").first).to_be_visible()
+    assert settled_listeners(gallery) == baseline + 3
+    tabs[0].reload()
+    expect(tabs[0].locator("img[data-name]").first).to_be_visible()
+    assert settled_listeners(gallery) == baseline + 3  # a reload replaces its loop
+    for tab in tabs:
+        tab.close()
+    assert settled_listeners(gallery) == baseline
+
+
+def test_hover_card_shows_the_metadata(page: Page) -> None:
+    page.locator("img[data-name]").first.hover()
+    card = page.locator("[data-radix-popper-content-wrapper]")
+    expect(card).to_contain_text("Generated: ")
+    expect(card).to_contain_text(re.compile(r"(seconds|minutes?) ago"))
+    expect(card).to_contain_text("Model: stabilityai/sd-turbo")
+    expect(card).to_contain_text("LoraModel: Lykon/dreamshaper-8")
+    expect(card).to_contain_text("Size: 512x512px")
+    expect(card).to_contain_text(PROMPTS[-1])
+
+
+def test_full_view_use_this_prompt_and_closing(page: Page, seeded: list[Path]) -> None:
+    newest = seeded[-1]
+    page.locator(f"img[data-name='{newest.name}']").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text(PROMPTS[-1])
+    for text in ("Negative prompt: blurry", "Seed: ", "Steps: 1", "Guidance: 0", "Job id: "):
+        expect(dialog).to_contain_text(text)
+    expect(dialog).to_contain_text(newest.name.rpartition("-")[0])
+    expect(dialog.get_by_role("link")).to_have_attribute("href", re.compile(newest.name))
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+    page.locator(f"img[data-name='{newest.name}']").click()
+    expect(dialog).to_be_visible()
+    page.mouse.click(5, 890)
+    expect(dialog).to_be_hidden()
+
+    page.locator(f"img[data-name='{newest.name}']").click()
+    dialog.get_by_role("button", name="Use this prompt").click()
+    expect(dialog).to_be_hidden()
+    prompt = page.get_by_placeholder("Yellow submarine")
+    expect(prompt).to_have_value(PROMPTS[-1])
+    expect(prompt).to_be_focused()
+
+
+def raw_get(backend_url: str, path: str) -> http.client.HTTPResponse:
+    """A request with the path sent exactly as written (no client-side `..` normalisation)."""
+    host = urllib.parse.urlsplit(backend_url)
+    connection = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def test_images_are_served_with_type_and_caching(backend_url: str, seeded: list[Path]) -> None:
+    response = raw_get(backend_url, f"/images/{seeded[0].name}")
+    assert response.status == 200
+    assert response.getheader("content-type") == "image/png"
+    assert response.getheader("cache-control") == "public, max-age=31536000, immutable"
+    assert raw_get(backend_url, "/healthz").status == 200
+    assert raw_get(backend_url, "/readyz").status == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/images/../../../../etc/passwd",
+        "/images/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/images/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/images/%2Fetc%2Fpasswd",
+        "/images//etc/passwd",
+        "/images/outside-link.png",
+        "/images/.hidden-1.png",
+        "/images/missing-1.png",
+        "/images/../pyproject.toml",
+    ],
+)
+def test_nothing_outside_the_folder_is_reachable(
+    backend_url: str, web_images: Path, tmp_path: Path, path: str
+) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for you")
+    link = web_images / "outside-link.png"
+    if not link.is_symlink():
+        link.symlink_to(secret)
+    (web_images / ".hidden-1.png").write_bytes(b"temp")
+    assert raw_get(backend_url, path).status == 404
+
+
+@pytest.mark.parametrize(("name", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_screenshots(page: Page, name: str, viewport: dict[str, int]) -> None:
+    page.set_viewport_size(viewport)
+    page.mouse.move(0, 0)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img[data-name]')]"
+        ".slice(0, 4).every(img => img.complete && img.naturalWidth > 0)"
+    )
+    target = ROOT / "docs" / f"screenshot-{name}.png"
+    page.screenshot(path=str(target))
+    assert target.stat().st_size > 10_000
+    assert os.access(target, os.R_OK)

@@ -1,0 +1,187 @@
+"""Generate against the real RabbitMQ: exact messages, parallel splitting, a broker going away."""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from sd_webui.broker import Publisher, QueueUnavailable
+from sd_webui.jobs import NSFW_WARNING
+from sd_webui.publishing import NO_QUEUE_MESSAGE, NoQueue, get_sink, set_sink
+from sd_webui.settings import get_settings
+from sd_webui.state import submit
+
+pytestmark = pytest.mark.broker
+
+
+async def drain(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message now in `queue`, acknowledged."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        source = await channel.declare_queue(queue, durable=True)
+        messages = []
+        while (message := await source.get(fail=False)) is not None:
+            await message.ack()
+            messages.append(message)
+        return messages
+
+
+@pytest.fixture
+async def publisher(amqp_url: str, queue_name: str) -> AsyncIterator[Publisher]:
+    """The process's sink, as the page uses it through `get_sink()`."""
+    sink = Publisher(amqp_url, queue_name)
+    set_sink(sink)
+    yield sink
+    set_sink(None)
+    await sink.close()
+
+
+async def test_a_job_lands_with_exact_body_and_properties(
+    publisher: Publisher, amqp_url: str, queue_name: str
+) -> None:
+    assert await submit("green dog", 2, in_parallel=False) == (
+        "success",
+        "The task was added to the job queue (2 images).",
+    )
+    (message,) = await drain(amqp_url, queue_name)
+    body = json.loads(message.body)
+    assert (body["prompt"], body["count"]) == ("green dog", 2)
+    assert message.message_id == body["id"]
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert set(body) == {
+        "prompt", "count", "id", "negative_prompt", "width", "height", "steps",
+        "guidance_scale", "submitted_at",
+    }  # fmt: skip
+
+
+async def test_in_parallel_publishes_one_message_per_image(
+    publisher: Publisher, amqp_url: str, queue_name: str
+) -> None:
+    level, _ = await submit("red fox", 3, in_parallel=True)
+    assert level == "success"
+    bodies = [json.loads(message.body) for message in await drain(amqp_url, queue_name)]
+    assert [(body["prompt"], body["count"]) for body in bodies] == [("red fox", 1)] * 3
+    assert len({body["id"] for body in bodies}) == 3
+
+
+@pytest.mark.parametrize(
+    ("prompt", "count", "level", "says"),
+    [
+        ("a nude statue", 1, "warning", NSFW_WARNING),
+        ("   ", 1, "info", "Type a prompt first."),
+        ("green dog", 9, "error", "count"),
+        ("green dog", 0, "error", "count"),
+        ("x" * 1001, 1, "error", "at most 1000 characters"),
+    ],
+)
+async def test_refused_prompts_publish_nothing(
+    publisher: Publisher,
+    amqp_url: str,
+    queue_name: str,
+    prompt: str,
+    count: int,
+    level: str,
+    says: str,
+) -> None:
+    got_level, message = await submit(prompt, count, in_parallel=True)
+    assert (got_level, says in message) == (level, True)
+    assert await drain(amqp_url, queue_name) == []
+
+
+async def test_dead_port_gives_queue_unavailable(queue_name: str) -> None:
+    sink = Publisher("amqp://guest:guest@127.0.0.1:1/", queue_name)
+    set_sink(sink)
+    try:
+        level, message = await submit("green dog", 1, in_parallel=True)
+    finally:
+        set_sink(None)
+    assert level == "error"
+    assert message.startswith("The queue is unavailable, nothing was sent.")
+
+
+async def test_without_amqp_url_generate_says_no_queue_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AMQP_URL", raising=False)
+    get_settings.cache_clear()
+    set_sink(None)
+    try:
+        assert isinstance(get_sink(), NoQueue)
+        with pytest.raises(QueueUnavailable, match="No queue is configured"):
+            await get_sink().publish([])
+        assert await submit("green dog", 1, in_parallel=True) == (
+            "error",
+            f"The queue is unavailable, nothing was sent. {NO_QUEUE_MESSAGE}",
+        )
+    finally:
+        set_sink(None)
+        get_settings.cache_clear()
+
+
+class Proxy:
+    """A TCP relay to the broker that the test can cut and restore: a broker going away."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+
+async def test_the_broker_going_away_and_coming_back_needs_no_restart(
+    amqp_url: str, queue_name: str
+) -> None:
+    proxy = Proxy(port=0)
+    await proxy.start()
+    assert proxy.server is not None
+    proxy.port = proxy.server.sockets[0].getsockname()[1]
+    sink = Publisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue_name)
+    set_sink(sink)
+    try:
+        assert (await submit("before", 1, in_parallel=True))[0] == "success"
+        await proxy.stop()
+        level, message = await submit("during", 1, in_parallel=True)
+        assert level == "error"
+        assert "queue is unavailable" in message
+        await proxy.start()
+        for _ in range(60):  # aio-pika's robust connection retries every 5 s
+            if (await submit("after", 1, in_parallel=True))[0] == "success":
+                break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail("the publisher did not recover once the broker was back")
+    finally:
+        set_sink(None)
+        await sink.close()
+        await proxy.stop()
+    prompts = [json.loads(message.body)["prompt"] for message in await drain(amqp_url, queue_name)]
+    assert prompts[0] == "before"
+    assert prompts[-1] == "after"
+    assert "during" not in prompts
