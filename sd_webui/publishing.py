@@ -1,17 +1,18 @@
 """The web app's job sink: where Generate sends its jobs.
 
-One seam, `get_sink()`: with `AMQP_URL` set it is the process's RabbitMQ `Publisher`; without
-it, the sink that `set_sink()` installed (the embedded in-process queue) or, until one is,
-`NoQueue`, which says clearly that nothing can be queued.
+One seam, `get_sink()`: with `AMQP_URL` set it is the process's RabbitMQ `Publisher` (separate
+`sd-worker` processes do the work); without it, the embedded in-process queue and worker, whose
+`run()` the app starts as a lifespan task.
 """
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from sd_webui.broker import Publisher, QueueUnavailable
+from sd_webui.broker import Publisher
 from sd_webui.jobs import Job
 from sd_webui.settings import get_settings
 
-NO_QUEUE_MESSAGE = "No queue is configured: set AMQP_URL to a RabbitMQ URL to generate images."
+if TYPE_CHECKING:
+    from sd_webui.embedded import EmbeddedQueue
 
 
 class JobSink(Protocol):
@@ -24,19 +25,6 @@ class JobSink(Protocol):
     async def close(self) -> None: ...
 
 
-class NoQueue:
-    """The sink when no queue exists: every publish fails with a message that says why."""
-
-    async def publish(self, jobs: list[Job]) -> None:
-        raise QueueUnavailable(NO_QUEUE_MESSAGE)
-
-    async def is_reachable(self) -> bool:
-        return False
-
-    async def close(self) -> None:
-        return None
-
-
 _sink: JobSink | None = None
 
 
@@ -45,13 +33,24 @@ def get_sink() -> JobSink:
     global _sink
     if _sink is None:
         settings = get_settings()
-        url = settings.amqp_url
-        _sink = Publisher(url, settings.queue_name) if url else NoQueue()
+        if settings.amqp_url:
+            _sink = Publisher(settings.amqp_url, settings.queue_name)
+        else:
+            # Imported only here: the worker's modules need the model stack, which a web app
+            # that only publishes to RabbitMQ (its container image) does not install.
+            from sd_webui.embedded import EmbeddedQueue
+
+            _sink = EmbeddedQueue(settings)
     return _sink
 
 
+def get_embedded_queue() -> "EmbeddedQueue | None":
+    """The embedded queue when this process runs one (no `AMQP_URL`), else None."""
+    return None if get_settings().amqp_url else get_sink()  # type: ignore[return-value]
+
+
 def set_sink(sink: JobSink | None) -> None:
-    """Install the sink (e.g. the embedded queue); None goes back to the settings' choice."""
+    """Install a sink (tests); None goes back to the settings' choice on next use."""
     global _sink
     _sink = sink
 

@@ -16,12 +16,14 @@ from starlette.routing import Route
 from sd_webui.components import styles
 from sd_webui.components.full_view import full_view
 from sd_webui.components.gallery_grid import gallery_grid
+from sd_webui.components.model_status import model_status
 from sd_webui.components.navbar import navbar
 from sd_webui.components.prompt_bar import prompt_bar
 from sd_webui.gallery import TEMP_SUFFIXES, get_gallery
-from sd_webui.publishing import close_sink, get_sink
+from sd_webui.logs import configure_logging
+from sd_webui.publishing import close_sink, get_embedded_queue, get_sink
 from sd_webui.settings import get_settings
-from sd_webui.state import IMAGE_ROUTE, GalleryState
+from sd_webui.state import IMAGE_ROUTE, GalleryState, ModelState
 
 SERVED_SUFFIXES = (".png", ".json")
 # Names never change content (a redelivered job rewrites identical names), so cache for a year.
@@ -83,27 +85,32 @@ backend_routes = Starlette(
 
 @contextlib.asynccontextmanager
 async def lifespan():
-    """One gallery watcher per process while the app serves; the publisher closed at the end."""
-    watcher = asyncio.create_task(get_gallery().watch(), name="gallery-watcher")
+    """One gallery watcher per process while the app serves, plus the embedded worker when
+    there is no `AMQP_URL`; the publisher closed at the end."""
+    tasks = [asyncio.create_task(get_gallery().watch(), name="gallery-watcher")]
+    if (queue := get_embedded_queue()) is not None:
+        tasks.append(asyncio.create_task(queue.run(), name="embedded-worker"))
     try:
         yield
     finally:
-        watcher.cancel()
+        for task in tasks:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+            await asyncio.gather(*tasks)
         await close_sink()
 
 
 def index() -> rx.Component:
     return rx.box(
         navbar(),
-        rx.vstack(prompt_bar(), gallery_grid(), spacing="6", style=styles.PAGE),
+        rx.vstack(model_status(), prompt_bar(), gallery_grid(), spacing="6", style=styles.PAGE),
         full_view(),
         min_height="100vh",
     )
 
 
+configure_logging()
 # The dark theme with sky-blue accents is configured in rxconfig.py (RadixThemesPlugin).
 app = rx.App(api_transformer=backend_routes)
-app.add_page(index, title="Stable Diffusion", on_load=GalleryState.follow)
+app.add_page(index, title="Stable Diffusion", on_load=[GalleryState.follow, ModelState.follow])
 app.register_lifespan_task(lifespan)

@@ -12,7 +12,7 @@ from sd_webui.broker import QueueUnavailable
 from sd_webui.gallery import Entry, get_gallery
 from sd_webui.jobs import EmptyPrompt, InvalidJob, StopWordPrompt, build_jobs
 from sd_webui.metadata import UNKNOWN
-from sd_webui.publishing import get_sink
+from sd_webui.publishing import get_embedded_queue, get_sink
 
 IMAGE_ROUTE = "/images"
 PROMPT_INPUT_ID = "prompt"
@@ -163,6 +163,29 @@ class GalleryState(rx.State):
             except TimeoutError:
                 if not _connected(token):
                     return
+
+
+class ModelState(rx.State):
+    """The embedded worker's model as the page shows it: "loading", "ready" or "failed".
+
+    Empty with `AMQP_URL` set: then the model lives in the `sd-worker` processes.
+    """
+
+    status: str = ""
+    problem: str = ""
+
+    @rx.event(background=True)
+    async def follow(self):
+        """Show the model's state now, and again once loading has ended."""
+        queue = get_embedded_queue()
+        if queue is None:
+            return
+        async with self:
+            self.status, self.problem = str(queue.status), queue.problem
+        if queue.status == "loading":
+            await queue.status_changed.wait()
+            async with self:
+                self.status, self.problem = str(queue.status), queue.problem
 
 
 def _connected(token: str) -> bool:

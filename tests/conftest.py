@@ -1,22 +1,28 @@
 """Fixtures shared by every test: the real RabbitMQ broker, per-test queues, no model hub."""
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
 import pytest
+
+from sd_webui.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("REFLEX_TELEMETRY_ENABLED", "false")
 
 BROKER_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"
+T = TypeVar("T")
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -45,16 +51,27 @@ def amqp_url() -> str:
     return BROKER_URL
 
 
-@pytest.fixture
-async def queue_name(amqp_url: str) -> AsyncIterator[str]:
-    """A fresh queue name per test (and its `.dead` twin), deleted afterwards."""
-    name = f"test-tasks-{uuid.uuid4().hex[:12]}"
-    yield name
+def run_async(coroutine: Coroutine[object, object, T]) -> T:
+    """Run `coroutine` to the end on a thread of its own, whatever loop this thread holds
+    (Playwright's sync API keeps one running on the test thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def delete_queues(amqp_url: str, *names: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (name, f"{name}.dead"):
-            await channel.queue_delete(queue)
+        for name in names:
+            await channel.queue_delete(name)
+
+
+@pytest.fixture
+def queue_name(amqp_url: str) -> Iterator[str]:
+    """A fresh queue name per test (and its `.dead` twin), deleted afterwards."""
+    name = f"test-tasks-{uuid.uuid4().hex[:12]}"
+    yield name
+    run_async(delete_queues(amqp_url, name, f"{name}.dead"))
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +87,11 @@ def images_dir(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "images"
     folder.mkdir()
     yield folder
+
+
+@pytest.fixture
+def worker_settings(amqp_url: str, queue_name: str, images_dir: Path, demo_model: Path) -> Settings:
+    """A worker on the demo model, its own queue and images folder."""
+    return Settings(
+        amqp_url=amqp_url, queue_name=queue_name, images_dir=images_dir, sd_model=str(demo_model)
+    )

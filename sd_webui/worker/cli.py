@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from sd_webui.logs import FORMAT
 from sd_webui.settings import get_settings
 from sd_webui.worker.consumer import Consumer
 from sd_webui.worker.health import serve_health
@@ -26,9 +27,7 @@ def _fail(message: str, status: int) -> NoReturn:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=FORMAT)
     try:
         settings = get_settings()
     except ValidationError as error:

@@ -1,34 +1,25 @@
 """The app under reflex.testing.AppHarness, headless Chromium, and images to drop in its folder."""
 
-import asyncio
 import colorsys
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import aio_pika
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.conftest import unavailable
+from tests.conftest import delete_queues, run_async, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HARNESS_GALLERY_SIZE = 8
 T = TypeVar("T")
-
-
-def run_async(coroutine: Coroutine[object, object, T]) -> T:
-    """Run `coroutine` to the end on a thread of its own (Playwright's sync API owns this one)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def write_image(folder: Path, stem: str, n: int, hue: float, prompt: str, count: int = 1) -> Path:
@@ -84,14 +75,7 @@ def web_queue(amqp_url: str) -> Iterator[str]:
     name = f"test-web-{uuid.uuid4().hex[:12]}"
     yield name
 
-    async def delete() -> None:
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            for queue in (name, f"{name}.dead"):
-                await channel.queue_delete(queue)
-
-    run_async(delete())
+    run_async(delete_queues(amqp_url, name, f"{name}.dead"))
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,15 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aio_pika
 import pytest
 
-from sd_webui.broker import Publisher, QueueUnavailable
+from sd_webui.broker import Publisher
+from sd_webui.embedded import EmbeddedQueue, ModelStatus
 from sd_webui.jobs import NSFW_WARNING
-from sd_webui.publishing import NO_QUEUE_MESSAGE, NoQueue, get_sink, set_sink
+from sd_webui.publishing import get_embedded_queue, get_sink, set_sink
 from sd_webui.settings import get_settings
 from sd_webui.state import submit
 
@@ -104,20 +106,26 @@ async def test_dead_port_gives_queue_unavailable(queue_name: str) -> None:
     assert message.startswith("The queue is unavailable, nothing was sent.")
 
 
-async def test_without_amqp_url_generate_says_no_queue_is_configured(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_without_amqp_url_jobs_go_to_the_embedded_queue(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """No AMQP_URL: the embedded queue; a model that cannot load turns Generate into a clear
+    error that says what to set, and nothing is queued."""
     monkeypatch.delenv("AMQP_URL", raising=False)
+    monkeypatch.setenv("SD_MODEL", str(tmp_path / "no-such-model"))
     get_settings.cache_clear()
     set_sink(None)
     try:
-        assert isinstance(get_sink(), NoQueue)
-        with pytest.raises(QueueUnavailable, match="No queue is configured"):
-            await get_sink().publish([])
-        assert await submit("green dog", 1, in_parallel=True) == (
-            "error",
-            f"The queue is unavailable, nothing was sent. {NO_QUEUE_MESSAGE}",
-        )
+        queue = get_sink()
+        assert isinstance(queue, EmbeddedQueue)
+        assert get_embedded_queue() is queue
+        await asyncio.wait_for(queue.run(), 30)
+        assert queue.status is ModelStatus.FAILED
+        level, message = await submit("green dog", 1, in_parallel=True)
+        assert level == "error"
+        assert "The model could not be loaded" in message
+        assert "set SD_MODEL" in message
+        assert queue.waiting() == 0
     finally:
         set_sink(None)
         get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""Worker fixtures: the tiny demo model loaded once, per-test worker settings."""
+"""Worker fixtures: the tiny demo model loaded once for the in-process tests."""
 
 from pathlib import Path
 
@@ -15,10 +15,3 @@ def loaded_model(demo_model: Path) -> LoadedModel:
     """The demo model loaded once for all in-process tests, each with its own JobRunner."""
     settings = Settings(sd_model=str(demo_model))
     return JobRunner.load(settings, locate_model(settings.sd_model)).model
-
-
-@pytest.fixture
-def worker_settings(amqp_url: str, queue_name: str, images_dir: Path, demo_model: Path) -> Settings:
-    return Settings(
-        amqp_url=amqp_url, queue_name=queue_name, images_dir=images_dir, sd_model=str(demo_model)
-    )

@@ -1,0 +1,127 @@
+"""The whole loop, as a user sees it: a prompt typed in Chromium becomes images made by the real
+diffusers pipeline (the tiny demo model) and pushed live into the gallery.
+
+With RabbitMQ and separate `sd-worker` processes, and with the embedded default (no AMQP_URL).
+"""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from sd_webui.settings import Settings
+from tests.e2e.conftest import web_app
+from tests.worker.worker_support import WorkerProcess
+
+pytestmark = pytest.mark.browser
+
+# Generous: the first image includes the browser fetching it; a 512x512 job on the demo model
+# takes about a second on two busy cores.
+IMAGES_TIMEOUT_MS = 120_000
+TOAST_TIMEOUT_MS = 15_000
+
+
+def generate(page: Page, prompt: str, count: int, in_parallel: bool) -> None:
+    """Type, choose, press Generate, and wait for the success toast."""
+    page.get_by_placeholder("Yellow submarine").fill(prompt)
+    page.get_by_role("slider").focus()
+    # The slider shows the server's value: one key at a time, each waiting for its round trip.
+    for value in range(2, count + 1):
+        page.keyboard.press("ArrowRight")
+        expect(page.get_by_text(f"Number of images: {value}")).to_be_visible()
+    expect(page.get_by_text(f"Number of images: {count}")).to_be_visible()
+    checkbox = page.get_by_role("checkbox")
+    if checkbox.is_checked() != in_parallel:
+        checkbox.click()
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_text("The task was added to the job queue")).to_be_visible(
+        timeout=TOAST_TIMEOUT_MS
+    )
+
+
+def shown_jobs(page: Page, prompt: str) -> list[str]:
+    """The job id of every image with this prompt now in the gallery."""
+    names = page.locator(f'img[alt="{prompt}"]').evaluate_all("els => els.map(e => e.dataset.name)")
+    return [name.rpartition("-")[0] for name in names]
+
+
+def expect_hover_card(page: Page, prompt: str, model: str, size: str) -> None:
+    page.locator(f'img[alt="{prompt}"]').first.hover()
+    card = page.locator("[data-radix-popper-content-wrapper]")
+    expect(card).to_contain_text(prompt)
+    expect(card).to_contain_text(f"Model: {model}")
+    expect(card).to_contain_text(f"Size: {size}px")
+    expect(card).to_contain_text(re.compile(r"Generated: .*(seconds?|minutes?) ago"))
+    page.mouse.move(0, 0)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def test_rabbitmq_and_a_separate_worker(
+    page: Page,
+    worker_settings: Settings,
+    demo_model: Path,
+    images_dir: Path,
+    tmp_path: Path,
+) -> None:
+    worker = WorkerProcess(worker_settings, tmp_path / "worker.log")
+    try:
+        with web_app(
+            tmp_path / "web.log",
+            AMQP_URL=worker_settings.amqp_url or "",
+            QUEUE_NAME=worker_settings.queue_name,
+            IMAGES_DIR=str(images_dir),
+        ) as url:
+            page.goto(url)
+            generate(page, "green dog", 2, in_parallel=False)
+            expect(page.locator('img[alt="green dog"]')).to_have_count(2, timeout=IMAGES_TIMEOUT_MS)
+            assert len(set(shown_jobs(page, "green dog"))) == 1
+            expect_hover_card(page, "green dog", str(demo_model), "512x512")
+
+            generate(page, "blue cat", 3, in_parallel=True)
+            expect(page.locator('img[alt="blue cat"]')).to_have_count(3, timeout=IMAGES_TIMEOUT_MS)
+            assert len(set(shown_jobs(page, "blue cat"))) == 3
+    finally:
+        worker.kill()
+    assert worker.log.count("outcome=done") == 4, worker.log
+
+
+def test_embedded_default_without_amqp_url(
+    page: Page, demo_model: Path, images_dir: Path, tmp_path: Path
+) -> None:
+    with web_app(tmp_path / "web.log", IMAGES_DIR=str(images_dir), SD_MODEL=str(demo_model)) as url:
+        page.goto(url)
+        generate(page, "red fox", 2, in_parallel=False)
+        expect(page.locator('img[alt="red fox"]')).to_have_count(2, timeout=IMAGES_TIMEOUT_MS)
+        expect(page.locator("#model-status")).to_have_count(0)
+        expect_hover_card(page, "red fox", str(demo_model), "512x512")
+        log = (tmp_path / "web.log").read_text()
+    assert log.count("outcome=done") == 1, log
+    (stem,) = {path.stem for path in images_dir.glob("*.json")}
+    assert sorted(path.name for path in images_dir.iterdir()) == [
+        f"{stem}-1.png",
+        f"{stem}-2.png",
+        f"{stem}.json",
+    ]
+
+
+def test_embedded_default_says_what_to_set_when_the_model_cannot_load(
+    page: Page, images_dir: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-model"
+    with web_app(tmp_path / "web.log", IMAGES_DIR=str(images_dir), SD_MODEL=str(missing)) as url:
+        page.goto(url)
+        status = page.locator("#model-status")
+        expect(status).to_contain_text("The model could not be loaded", timeout=TOAST_TIMEOUT_MS)
+        expect(status).to_contain_text("set SD_MODEL")
+        page.get_by_placeholder("Yellow submarine").fill("green dog")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text("The queue is unavailable")).to_be_visible()
