@@ -6,6 +6,7 @@ import logging
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.connection import make_url
 
 from sd_webui.jobs import Job
 
@@ -20,8 +21,18 @@ class QueueUnavailable(RuntimeError):
 
 
 async def connect(url: str) -> AbstractRobustConnection:
-    """A robust connection: once up, it reconnects and restores channels by itself."""
-    return await aio_pika.connect_robust(url, timeout=CONNECT_TIMEOUT_S)
+    """A robust connection: once up, it reconnects and restores channels by itself.
+
+    A failed attempt is closed here: aio-pika would otherwise close it from `__del__`, which
+    fails with "coroutine never awaited" when the collector runs in a generation thread.
+    """
+    connection = aio_pika.RobustConnection(make_url(url))
+    try:
+        await connection.connect(timeout=CONNECT_TIMEOUT_S)
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
 
 
 async def declare_queues(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> None:

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     sd_tiny_vae_model: str = "madebyollin/taesd"
     batch_jobs: int = Field(default=1, ge=1, le=16)
     max_pending_per_session: int = Field(default=8, ge=1)
+    events_exchange: str = Field(
+        default="sd.events", description="Durable topic exchange of job events (job.<id>.<state>)."
+    )
+    cancel_queue: str = Field(
+        default="sd.cancellations", description="Stream queue every worker reads cancels from."
+    )
 
     @field_validator("amqp_url", "metrics_port", mode="before")
     @classmethod

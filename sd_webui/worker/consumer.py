@@ -4,6 +4,8 @@ A message is acknowledged only once its job's files are all in place, so a worke
 moment leaves its job in the queue for the next one. What can never succeed (a body that breaks
 contract 1) goes to `tasks.dead` at once; what failed while generating is tried again, up to
 MAX_ATTEMPTS, by republishing it with an attempt counter, then dead-lettered with the error.
+Along the way it emits job events (started, progress, done, failed, cancelled) and skips or
+stops the jobs the cancel stream names; neither can hold up or lose a job.
 """
 
 import asyncio
@@ -17,6 +19,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from sd_webui.broker import connect, declare_queues
+from sd_webui.cancellation import CancelWatcher, JobCancelled
+from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
 from sd_webui.jobs import InvalidJob, Job, decode_job, parse_job
 from sd_webui.settings import Settings
 from sd_webui.worker.metrics import record_invalid, record_outcome
@@ -64,11 +68,16 @@ def error_text(error: BaseException) -> str:
 class Consumer:
     """Consumes `QUEUE_NAME` with prefetch 1 and hands each job to the JobRunner off the loop."""
 
-    def __init__(self, settings: Settings, runner: "JobRunner") -> None:
+    def __init__(
+        self, settings: Settings, runner: "JobRunner", events: EventEmitter | None = None
+    ) -> None:
         if settings.amqp_url is None:
             raise ValueError("the AMQP consumer needs AMQP_URL")
         self.settings = settings
         self.runner = runner
+        self.events = events or EventEmitter(settings.amqp_url, settings.events_exchange)
+        self.cancels = CancelWatcher(settings.cancel_queue)
+        self.worker = worker_name()
         self._stop = asyncio.Event()
         self._accepting = True
         self._consuming = False
@@ -94,6 +103,7 @@ class Consumer:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
+        await self.events.start()
         try:
             self._connection = await self._connect()
             if self._connection is None:
@@ -101,6 +111,7 @@ class Consumer:
             async with self._connection:
                 return await self._consume(self._connection)
         finally:
+            await self.events.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 
@@ -122,6 +133,7 @@ class Consumer:
         self._channel = await connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=1)
         await declare_queues(self._channel, self.settings.queue_name)
+        await self.cancels.start(connection)
         queue = await self._channel.get_queue(self.settings.queue_name)
         consumer_tag = await queue.consume(self._on_message)
         self._consuming = True
@@ -168,9 +180,21 @@ class Consumer:
             record_invalid(message.message_id, reason)
             return
         attempt = attempt_of(message)
+        if job.id in self.cancels.cancelled:
+            await message.ack()
+            self.events.emit(JobEvent(id=job.id, state="cancelled"))
+            record_outcome(job, "cancelled", 0.0)
+            return
+        self.events.emit(JobEvent(id=job.id, state="started", worker=self.worker, attempt=attempt))
+        on_step = step_reporter(job.id, self.events.emit, self.cancels.cancelled)
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(self.runner.run, job)
+            result = await asyncio.to_thread(self.runner.run, job, on_step)
+        except JobCancelled:
+            await message.ack()
+            self.events.emit(JobEvent(id=job.id, state="cancelled"))
+            record_outcome(job, "cancelled", time.perf_counter() - started)
+            return
         except Exception as error:
             log.debug("job %s attempt %d failed", job.id, attempt, exc_info=error)
             seconds, reason = time.perf_counter() - started, error_text(error)
@@ -183,9 +207,13 @@ class Consumer:
                 await self._republish(message, self.settings.dead_letter_queue, headers)
                 outcome = "failed"
             await message.ack()
+            if outcome == "failed":
+                self.events.emit(JobEvent(id=job.id, state="failed", error=reason, attempt=attempt))
             record_outcome(job, outcome, seconds, reason)
             return
         await message.ack()
+        files = [path.name for path in result.files]
+        self.events.emit(JobEvent(id=job.id, state="done", files=files))
         record_outcome(job, "done", result.seconds)
 
     async def _republish(

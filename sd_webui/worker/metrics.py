@@ -28,8 +28,9 @@ MODEL_LOAD_SECONDS = Gauge(
 )
 
 # Outcomes: done (files written), retry (republished after an error), failed (dead-lettered
-# after the last attempt), invalid (broke contract 1, dead-lettered at once).
-OUTCOMES = ("done", "retry", "failed", "invalid")
+# after the last attempt), invalid (broke contract 1, dead-lettered at once), cancelled (skipped
+# or stopped at a step, no files).
+OUTCOMES = ("done", "retry", "failed", "invalid", "cancelled")
 for _outcome in OUTCOMES:
     JOBS.labels(_outcome)
 

@@ -2,6 +2,7 @@
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +48,22 @@ class LoadedModel:
     device: str
     metadata: dict[str, Any]
 
-    def generate(self, job: Job) -> tuple[list[Image], list[int]]:
+    def generate(
+        self, job: Job, on_step: Callable[[int, int], None] | None = None
+    ) -> tuple[list[Image], list[int]]:
         """The job's images in one batched call, and the seed of each.
 
         One CPU generator per image makes image i depend on its own seed only, whatever the
         batch size or device, so any image can be reproduced alone as a count-1 job.
+        `on_step(step, steps)` runs after each denoising step (step counts from 1); whatever it
+        raises (JobCancelled) ends the call there, before any image is decoded.
         """
+
+        def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+            if on_step is not None:
+                on_step(index + 1, pipe.num_timesteps)
+            return {}
+
         seeds = job_seeds(job)
         output = self.pipe(
             prompt=job.prompt,
@@ -63,6 +74,7 @@ class LoadedModel:
             width=job.width,
             height=job.height,
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            callback_on_step_end=step_end,
         )
         return output.images, seeds
 

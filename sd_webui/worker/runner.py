@@ -7,6 +7,7 @@ the same files whichever way it arrived.
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,16 @@ class JobRunner:
         log.info("model ready in %.1f s", seconds)
         return cls(model, settings.images_dir)
 
-    def run(self, job: Job) -> JobResult:
-        """Generate the job's images and write its files; blocking, so call it off the loop."""
+    def run(self, job: Job, on_step: Callable[[int, int], None] | None = None) -> JobResult:
+        """Generate the job's images and write its files; blocking, so call it off the loop.
+
+        `on_step(step, steps)` is called after each denoising step (progress events); when it
+        raises (JobCancelled), nothing is written and the exception comes out of `run`.
+        """
         with self._lock:
             observe_started(job)
             started = time.perf_counter()
-            images, seeds = self.model.generate(job)
+            images, seeds = self.model.generate(job, on_step)
             settings = FastSDSettings.for_job(
                 job, model_id=self.model.model_id, seeds=seeds, **self.model.metadata
             )

@@ -1,0 +1,266 @@
+"""Job events: what happens to a job after it is published, for every page that follows it.
+
+Workers publish each event on the durable topic exchange `EVENTS_EXCHANGE` (default `sd.events`)
+with routing key `job.<id>.<state>`; each web app process reads them through one exclusive queue
+bound to `job.#` and hands them to its in-process `EventHub`, which the browser sessions listen
+to. The embedded queue publishes into the same hub directly, so pages see one stream either way.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Callable, Set
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Literal
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sd_webui.broker import connect
+from sd_webui.cancellation import JobCancelled
+
+log = logging.getLogger(__name__)
+
+JobState = Literal["queued", "started", "progress", "done", "failed", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+EMIT_TIMEOUT_S = 5.0
+REGISTRY_SIZE = 1000
+SESSION_QUEUE_SIZE = 1000
+
+
+class JobEvent(BaseModel):
+    """One step in a job's life; the JSON body of an event message (unset fields omitted)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    state: JobState
+    worker: str | None = None  # started: "<hostname>:<pid>" of the worker (or "embedded")
+    attempt: int | None = None  # started, failed: 1, then 2, 3 when a generation is retried
+    step: int | None = None  # progress: steps finished, 1..steps
+    steps: int | None = None  # progress: denoising steps of the job
+    image: int | None = None  # progress: 1-based image, None while all images run as one batch
+    files: list[str] | None = None  # done: file names, JSON sidecar first
+    error: str | None = None  # failed: the reason, one line
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def routing_key(self) -> str:
+        return f"job.{self.id}.{self.state}"
+
+    @property
+    def final(self) -> bool:
+        """Nothing follows: the job's card can stop moving."""
+        return self.state in FINAL_STATES
+
+    def body(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def worker_name() -> str:
+    """Which worker ran a job: host name (the pod's name under Kubernetes) and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def declare_events_exchange(channel: AbstractChannel, name: str) -> AbstractExchange:
+    return await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+
+
+class JobRegistry:
+    """The latest event of the last `size` jobs, so a reloaded page can restore its cards.
+
+    A job's final event sticks (a late duplicate cannot reopen it) and `queued` never hides an
+    event a worker already sent, whatever order the web app and the broker deliver them in.
+    """
+
+    def __init__(self, size: int = REGISTRY_SIZE) -> None:
+        self.size = size
+        self._latest: OrderedDict[str, JobEvent] = OrderedDict()
+
+    def record(self, event: JobEvent) -> None:
+        known = self._latest.get(event.id)
+        if known is not None and (known.final or event.state == "queued"):
+            return
+        self._latest[event.id] = event
+        self._latest.move_to_end(event.id)
+        while len(self._latest) > self.size:
+            self._latest.popitem(last=False)
+
+    def latest(self, job_id: str) -> JobEvent | None:
+        return self._latest.get(job_id)
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
+class EventHub:
+    """In-process pub/sub of job events; call `publish` on the event loop's thread.
+
+    Sessions take a queue with `subscribe()` and give it back with `unsubscribe()`; a session
+    that falls SESSION_QUEUE_SIZE events behind loses the newest ones rather than slowing others.
+    Listeners (plain callables, like the registry) see every event first.
+    """
+
+    def __init__(self, registry: JobRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else JobRegistry()
+        self._listeners: list[Callable[[JobEvent], None]] = [self.registry.record]
+        self._queues: set[asyncio.Queue[JobEvent]] = set()
+
+    def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def subscribe(self) -> "asyncio.Queue[JobEvent]":
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue(SESSION_QUEUE_SIZE)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: "asyncio.Queue[JobEvent]") -> None:
+        self._queues.discard(queue)
+
+    def publish(self, event: JobEvent) -> None:
+        for listener in self._listeners:
+            listener(event)
+        for queue in self._queues:
+            if queue.full():
+                log.warning("a session is %d events behind; dropping %s", queue.qsize(), event.id)
+            else:
+                queue.put_nowait(event)
+
+
+@lru_cache
+def get_hub() -> EventHub:
+    """The process-wide hub (and through `.registry`, the process-wide registry)."""
+    return EventHub()
+
+
+class EventSubscriber:
+    """The web app's side: one exclusive, auto-delete queue per process bound to `job.#`.
+
+    `run()` waits for the broker, then lets the robust connection redeclare the queue and its
+    binding after any reconnect; events sent while the process was disconnected are not replayed
+    (the registry keeps what was seen, the gallery still shows the files).
+    """
+
+    def __init__(self, url: str, exchange: str, hub: EventHub) -> None:
+        self.url, self.exchange, self.hub = url, exchange, hub
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Feed the hub until cancelled (a lifespan task)."""
+        delay = 1.0
+        while True:
+            try:
+                connection = await connect(self.url)
+                break
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+                log.warning("events: broker unreachable (%r); retrying in %.0f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await declare_events_exchange(channel, self.exchange)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(exchange, routing_key="job.#")
+            await queue.consume(self._on_message, no_ack=True)
+            self.ready.set()
+            await asyncio.Future()  # until cancelled
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = JobEvent.model_validate_json(message.body)
+        except ValidationError as error:
+            log.warning("events: ignoring a malformed event: %s", error.errors()[0]["msg"])
+            return
+        self.hub.publish(event)
+
+
+class EventEmitter:
+    """The worker's side: `emit()` from any thread, never blocking or failing the job.
+
+    Events go out on their own connection, without publisher confirms; an unreachable broker,
+    a missing or broken exchange or a slow publish only costs the event (logged), never the job.
+    """
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self.url, self.exchange_name = url, exchange
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._opener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect and declare the exchange in the background; call on the worker's loop."""
+        self._loop = asyncio.get_running_loop()
+        self._opener = self._loop.create_task(self._open())
+
+    async def _open(self) -> None:
+        delay = 1.0
+        while self._connection is None:
+            try:
+                self._connection = await connect(self.url)
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+                log.warning("events: broker unreachable (%r); jobs run on without events", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        try:
+            channel = await self._connection.channel(publisher_confirms=False)
+            self._exchange = await declare_events_exchange(channel, self.exchange_name)
+        except Exception as error:
+            log.warning("events: exchange %s unusable (%r); jobs run on", self.exchange_name, error)
+
+    def emit(self, event: JobEvent) -> None:
+        """Hand the event to the loop and return at once (thread-safe)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._send, event)
+        except RuntimeError:  # the loop closed between the check and the call
+            return
+
+    def _send(self, event: JobEvent) -> None:
+        connection, exchange = self._connection, self._exchange
+        if exchange is None or connection is None or not connection.connected.is_set():
+            if event.state != "progress":
+                log.warning("events: not connected; dropped %s", event.routing_key)
+            return
+        task = asyncio.get_running_loop().create_task(self._publish(exchange, event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish(self, exchange: AbstractExchange, event: JobEvent) -> None:
+        message = aio_pika.Message(event.body(), content_type="application/json")
+        try:
+            async with asyncio.timeout(EMIT_TIMEOUT_S):
+                # Not mandatory: with no web app listening, the broker drops events silently.
+                await exchange.publish(message, routing_key=event.routing_key, mandatory=False)
+        except Exception as error:
+            log.warning("events: could not publish %s: %r", event.routing_key, error)
+
+    async def close(self) -> None:
+        """Let the events in flight go out (briefly), then close the connection."""
+        if self._opener is not None:
+            self._opener.cancel()
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=EMIT_TIMEOUT_S)
+        if self._connection is not None:
+            await self._connection.close()
+
+
+def step_reporter(
+    job_id: str, emit: Callable[[JobEvent], None], cancelled: Set[str]
+) -> Callable[[int, int], None]:
+    """The `on_step` a worker gives JobRunner.run: a progress event per step, and JobCancelled
+    at the first step after the job's id appears in `cancelled`."""
+
+    def on_step(step: int, steps: int) -> None:
+        if job_id in cancelled:
+            raise JobCancelled(job_id)
+        emit(JobEvent(id=job_id, state="progress", step=step, steps=steps))
+
+    return on_step

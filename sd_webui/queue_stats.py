@@ -1,0 +1,96 @@
+"""The cluster at a glance: jobs waiting in `QUEUE_NAME` and workers consuming it.
+
+One poll per web app process every POLL_INTERVAL_S (a passive declare on its own channel), held
+here for every session to read, so a thousand open pages cost the broker nothing more than one.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from sd_webui.broker import CONNECT_TIMEOUT_S
+from sd_webui.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 3.0
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What the last poll saw; both None when the broker (or the queue) could not be read."""
+
+    waiting: int | None = None
+    workers: int | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def known(self) -> bool:
+        return self.waiting is not None
+
+
+class QueueStats:
+    """Polls the queue; `latest` is always the newest snapshot, `next()` waits for the next."""
+
+    def __init__(self, url: str, queue_name: str, interval: float = POLL_INTERVAL_S) -> None:
+        self.url, self.queue_name, self.interval = url, queue_name, interval
+        self.latest = QueueSnapshot()
+        self._updated = asyncio.Event()
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+
+    async def next(self) -> QueueSnapshot:
+        """The snapshot after the one in `latest` (sessions await this in a loop)."""
+        updated = self._updated
+        await updated.wait()
+        return self.latest
+
+    async def run(self) -> None:
+        """Poll until cancelled (a lifespan task)."""
+        try:
+            while True:
+                snapshot = await self.poll()
+                self.latest = snapshot
+                self._updated.set()
+                self._updated = asyncio.Event()
+                await asyncio.sleep(self.interval)
+        finally:
+            if self._connection is not None:
+                await self._connection.close()
+
+    async def poll(self) -> QueueSnapshot:
+        """One passive declare; an unknown snapshot (and a fresh channel next time) on error.
+
+        A plain connection, reopened here when lost: a robust channel would answer a repeated
+        declare from its cache, never showing a new count.
+        """
+        try:
+            async with asyncio.timeout(self.interval):
+                if self._connection is None or self._connection.is_closed:
+                    self._connection = await aio_pika.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+                if self._channel is None or self._channel.is_closed:
+                    self._channel = await self._connection.channel()
+                queue = await self._channel.declare_queue(self.queue_name, passive=True)
+        except (OSError, TimeoutError, RuntimeError, aio_pika.exceptions.AMQPError) as error:
+            log.debug("queue stats unavailable: %r", error)
+            if self._channel is not None:
+                with contextlib.suppress(Exception):
+                    await self._channel.close()
+            self._channel = None
+            return QueueSnapshot()
+        result = queue.declaration_result
+        return QueueSnapshot(waiting=result.message_count, workers=result.consumer_count)
+
+
+@lru_cache
+def get_queue_stats() -> QueueStats | None:
+    """The process-wide poller with AMQP_URL set (start `run()` in the lifespan); None in
+    embedded mode, where `EmbeddedQueue.snapshot()` gives the same figures."""
+    settings = get_settings()
+    return QueueStats(settings.amqp_url, settings.queue_name) if settings.amqp_url else None
