@@ -1,14 +1,17 @@
-"""The AMQP side of the worker: take jobs from `tasks` one at a time and settle each message.
+"""The AMQP side of the worker: take jobs from `tasks` and settle each message.
 
-A message is acknowledged only once its job's files are all in place, so a worker killed at any
-moment leaves its job in the queue for the next one. What can never succeed (a body that breaks
-contract 1) goes to `tasks.dead` at once; what failed while generating is tried again, up to
-MAX_ATTEMPTS, by republishing it with an attempt counter, then dead-lettered with the error.
-Along the way it emits job events (started, progress, done, failed, cancelled) and skips or
-stops the jobs the cancel stream names; neither can hold up or lose a job.
+Jobs run one at a time, or with BATCH_JOBS > 1 (for GPUs) the compatible ones among those
+waiting share one pipeline call. A message is acknowledged only once its job's files are all in
+place, so a worker killed at any moment leaves its job in the queue for the next one. What can
+never succeed (a body that breaks contract 1) goes to `tasks.dead` at once; what failed while
+generating is tried again, up to MAX_ATTEMPTS, by republishing it with an attempt counter, then
+dead-lettered with the error. Along the way it emits job events (started, progress, done,
+failed, cancelled) and skips or stops the jobs the cancel stream names; neither can hold up or
+lose a job.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -23,10 +26,11 @@ from sd_webui.cancellation import CancelWatcher, JobCancelled
 from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
 from sd_webui.jobs import InvalidJob, Job, decode_job, parse_job
 from sd_webui.settings import Settings
+from sd_webui.worker.batching import batch_key, batches
 from sd_webui.worker.metrics import record_invalid, record_outcome
 
 if TYPE_CHECKING:
-    from sd_webui.worker.runner import JobRunner
+    from sd_webui.worker.runner import JobResult, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ MAX_ERROR_CHARS = 1000
 RECONNECT_MAX_DELAY_S = 30.0
 # Exit status when SHUTDOWN_GRACE_S ran out: the job in hand went back to the queue.
 EXIT_UNFINISHED = 1
+# BATCH_JOBS > 1: how long the first waiting message waits for others to join its batch.
+BATCH_WINDOW_S = 0.05
 
 
 def job_from_message(message: AbstractIncomingMessage) -> Job:
@@ -66,7 +72,8 @@ def error_text(error: BaseException) -> str:
 
 
 class Consumer:
-    """Consumes `QUEUE_NAME` with prefetch 1 and hands each job to the JobRunner off the loop."""
+    """Consumes `QUEUE_NAME` with prefetch BATCH_JOBS and hands the jobs to the JobRunner off
+    the loop, one job or one batch at a time."""
 
     def __init__(
         self, settings: Settings, runner: "JobRunner", events: EventEmitter | None = None
@@ -84,6 +91,9 @@ class Consumer:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._current: asyncio.Task[Any] | None = None
+        self._waiting: list[AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+        self._turn = asyncio.Lock()
 
     def is_ready(self) -> bool:
         """For /readyz: consuming, on a connection that is up right now."""
@@ -131,7 +141,7 @@ class Consumer:
 
     async def _consume(self, connection: AbstractRobustConnection) -> int:
         self._channel = await connection.channel(publisher_confirms=True)
-        await self._channel.set_qos(prefetch_count=1)
+        await self._channel.set_qos(prefetch_count=self.settings.batch_jobs)
         await declare_queues(self._channel, self.settings.queue_name)
         await self.cancels.start(connection)
         queue = await self._channel.get_queue(self.settings.queue_name)
@@ -155,22 +165,60 @@ class Consumer:
         os._exit(EXIT_UNFINISHED)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if not self._accepting:
-            await message.nack(requeue=True)  # delivered just before the consumer was cancelled
-            return
-        self._current = asyncio.current_task()
-        if self.settings.exit_after_one_task:
-            self._accepting = False
-        try:
-            await self._handle(message)
-        except Exception:
-            log.exception("could not settle a message; the broker will deliver it again")
-        finally:
-            self._current = None
+        """Every delivery joins `_waiting`; the task that still finds its message there when its
+        turn comes takes what is waiting as one batch (just its own with BATCH_JOBS=1)."""
+        self._waiting.append(message)
+        self._arrived.set()
+        async with self._turn:
+            if message not in self._waiting:
+                return  # an earlier batch took it
+            if not self._accepting:
+                self._waiting.remove(message)
+                await message.nack(requeue=True)  # delivered just before the consumer stopped
+                return
+            await self._wait_for_batch()
+            batch = self._waiting[: self.settings.batch_jobs]
+            del self._waiting[: len(batch)]
+            self._current = asyncio.current_task()
             if self.settings.exit_after_one_task:
-                self.stop()
+                self._accepting = False
+            try:
+                await self._handle(batch)
+            except Exception:
+                log.exception("could not settle a message; the broker will deliver it again")
+            finally:
+                self._current = None
+                if self.settings.exit_after_one_task:
+                    self.stop()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _wait_for_batch(self) -> None:
+        """Let the messages already on their way join the batch: wait until BATCH_JOBS are
+        waiting or BATCH_WINDOW_S has passed (no wait at all with BATCH_JOBS=1)."""
+        deadline = asyncio.get_running_loop().time() + BATCH_WINDOW_S
+        while len(self._waiting) < self.settings.batch_jobs:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
+
+    async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Settle each message: its valid jobs run in groups that can share a pipeline call."""
+        accepted = []
+        for message in messages:
+            job = await self._accept(message)
+            if job is not None:
+                accepted.append((message, job))
+        for group in batches(accepted, lambda pair: batch_key(pair[1]), self.settings.batch_jobs):
+            if len(group) == 1:
+                await self._run_alone(*group[0])
+            else:
+                await self._run_batch(group)
+
+    async def _accept(self, message: AbstractIncomingMessage) -> Job | None:
+        """The message's job to run, or None once the message is settled: dead-lettered when it
+        breaks contract 1, acknowledged when its job was cancelled."""
         try:
             job = job_from_message(message)
         except InvalidJob as error:
@@ -178,13 +226,22 @@ class Consumer:
             await self._republish(message, self.settings.dead_letter_queue, {ERROR_HEADER: reason})
             await message.ack()
             record_invalid(message.message_id, reason)
-            return
+            return None
+        if await self._skip_cancelled(message, job):
+            return None
+        return job
+
+    async def _skip_cancelled(self, message: AbstractIncomingMessage, job: Job) -> bool:
+        """Acknowledge a job cancelled before it started, without running it."""
+        if job.id not in self.cancels.cancelled:
+            return False
+        await message.ack()
+        self.events.emit(JobEvent(id=job.id, state="cancelled"))
+        record_outcome(job, "cancelled", 0.0)
+        return True
+
+    async def _run_alone(self, message: AbstractIncomingMessage, job: Job) -> None:
         attempt = attempt_of(message)
-        if job.id in self.cancels.cancelled:
-            await message.ack()
-            self.events.emit(JobEvent(id=job.id, state="cancelled"))
-            record_outcome(job, "cancelled", 0.0)
-            return
         self.events.emit(JobEvent(id=job.id, state="started", worker=self.worker, attempt=attempt))
         on_step = step_reporter(job.id, self.events.emit, self.cancels.cancelled)
         started = time.perf_counter()
@@ -211,10 +268,42 @@ class Consumer:
                 self.events.emit(JobEvent(id=job.id, state="failed", error=reason, attempt=attempt))
             record_outcome(job, outcome, seconds, reason)
             return
+        await self._finish(message, result)
+
+    async def _run_batch(self, group: list[tuple[AbstractIncomingMessage, Job]]) -> None:
+        """One pipeline call for the group, progress reported to each job. Any error (a cancel
+        included) runs each job alone instead, so one bad job cannot fail the others."""
+        reporters = []
+        for message, job in group:
+            attempt = attempt_of(message)
+            self.events.emit(
+                JobEvent(id=job.id, state="started", worker=self.worker, attempt=attempt)
+            )
+            reporters.append(step_reporter(job.id, self.events.emit, self.cancels.cancelled))
+
+        def on_step(step: int, steps: int) -> None:
+            for report in reporters:
+                report(step, steps)
+
+        jobs = [job for _, job in group]
+        log.info("batch of %d jobs: %s", len(jobs), " ".join(job.id for job in jobs))
+        try:
+            results = await asyncio.to_thread(self.runner.run_many, jobs, on_step)
+        except Exception as error:
+            log.warning("batch failed (%s); running its jobs one by one", error_text(error))
+            for message, job in group:
+                if not await self._skip_cancelled(message, job):
+                    await self._run_alone(message, job)
+            return
+        for (message, _), result in zip(group, results, strict=True):
+            await self._finish(message, result)
+
+    async def _finish(self, message: AbstractIncomingMessage, result: "JobResult") -> None:
+        """Acknowledge a job whose files are all in place."""
         await message.ack()
         files = [path.name for path in result.files]
-        self.events.emit(JobEvent(id=job.id, state="done", files=files))
-        record_outcome(job, "done", result.seconds)
+        self.events.emit(JobEvent(id=result.job.id, state="done", files=files))
+        record_outcome(result.job, "done", result.seconds)
 
     async def _republish(
         self, message: AbstractIncomingMessage, queue_name: str, headers: dict[str, Any]

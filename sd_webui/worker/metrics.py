@@ -23,6 +23,10 @@ QUEUED_SECONDS = Histogram(
     "Seconds from a job's submitted_at to the start of its generation.",
     buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600),
 )
+# BATCH_JOBS > 1 puts several jobs in one call; this shows how often it happened.
+PIPELINE_CALLS = Counter(
+    "sd_worker_pipeline_calls", "Pipeline calls that finished, by how many jobs each ran.", ["jobs"]
+)
 MODEL_LOAD_SECONDS = Gauge(
     "sd_worker_model_load_seconds", "Seconds it took to load and warm up the model."
 )

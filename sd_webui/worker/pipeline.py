@@ -1,9 +1,10 @@
-"""The diffusers pipeline: loaded once per process, then one batched call per job."""
+"""The diffusers pipeline: loaded once per process, then one batched call per job or group."""
 
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from transformers.utils import logging as transformers_logging
 
 from sd_webui.jobs import MAX_COUNT, Job
 from sd_webui.settings import Settings
+from sd_webui.worker.batching import batch_key
 from sd_webui.worker.model_source import FIX, ModelSource, ModelUnavailable
 from sd_webui.worker.optimize import prepare_pipeline, resolve_dtype
 
@@ -51,32 +53,49 @@ class LoadedModel:
     def generate(
         self, job: Job, on_step: Callable[[int, int], None] | None = None
     ) -> tuple[list[Image], list[int]]:
-        """The job's images in one batched call, and the seed of each.
+        """The job's images in one call, and the seed of each."""
+        return self.generate_many([job], on_step)[0]
 
-        One CPU generator per image makes image i depend on its own seed only, whatever the
-        batch size or device, so any image can be reproduced alone as a count-1 job.
+    def generate_many(
+        self, jobs: list[Job], on_step: Callable[[int, int], None] | None = None
+    ) -> list[tuple[list[Image], list[int]]]:
+        """The images and seeds of each job, from one pipeline call for all of them.
+
+        The jobs must share `batch_key` (size, steps, guidance). Each image gets its own prompt
+        entry and its own CPU generator, so image i depends on its own seed only, whatever the
+        batch or device: any image can be reproduced alone as a count-1 job.
         `on_step(step, steps)` runs after each denoising step (step counts from 1); whatever it
         raises (JobCancelled) ends the call there, before any image is decoded.
         """
+        if len({batch_key(job) for job in jobs}) != 1:
+            raise ValueError("one pipeline call needs jobs of one size, steps and guidance")
 
         def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict:
             if on_step is not None:
                 on_step(index + 1, pipe.num_timesteps)
             return {}
 
-        seeds = job_seeds(job)
-        output = self.pipe(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt or None,
-            num_images_per_prompt=job.count,
-            num_inference_steps=job.steps,
-            guidance_scale=float(job.guidance_scale),
-            width=job.width,
-            height=job.height,
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            callback_on_step_end=step_end,
-        )
-        return output.images, seeds
+        seeds = [job_seeds(job) for job in jobs]
+        first = jobs[0]
+        with torch.inference_mode():  # as bench/inference.py's fast path
+            output = self.pipe(
+                prompt=[job.prompt for job in jobs for _ in range(job.count)],
+                negative_prompt=[job.negative_prompt for job in jobs for _ in range(job.count)],
+                num_inference_steps=first.steps,
+                guidance_scale=float(first.guidance_scale),
+                width=first.width,
+                height=first.height,
+                generator=[
+                    torch.Generator("cpu").manual_seed(seed) for own in seeds for seed in own
+                ],
+                callback_on_step_end=step_end,
+            )
+        images: list[Image] = output.images
+        ends = list(accumulate(job.count for job in jobs))
+        return [
+            (images[end - job.count : end], own)
+            for job, own, end in zip(jobs, seeds, ends, strict=True)
+        ]
 
 
 def load_pipeline(settings: Settings, source: ModelSource) -> LoadedModel:

@@ -14,7 +14,12 @@ from pathlib import Path
 from sd_webui.jobs import Job
 from sd_webui.metadata import FastSDSettings
 from sd_webui.settings import Settings
-from sd_webui.worker.metrics import GENERATION_SECONDS, MODEL_LOAD_SECONDS, observe_started
+from sd_webui.worker.metrics import (
+    GENERATION_SECONDS,
+    MODEL_LOAD_SECONDS,
+    PIPELINE_CALLS,
+    observe_started,
+)
 from sd_webui.worker.model_source import ModelSource
 from sd_webui.worker.outputs import write_job_files
 from sd_webui.worker.pipeline import LoadedModel, load_pipeline
@@ -33,7 +38,7 @@ class JobResult:
 
 
 class JobRunner:
-    """Holds the loaded model; runs one job at a time, from whichever thread calls it."""
+    """Holds the loaded model; runs one job (or one batch) at a time, from any thread."""
 
     def __init__(self, model: LoadedModel, images_dir: Path) -> None:
         self.model = model
@@ -56,14 +61,28 @@ class JobRunner:
         `on_step(step, steps)` is called after each denoising step (progress events); when it
         raises (JobCancelled), nothing is written and the exception comes out of `run`.
         """
+        return self.run_many([job], on_step)[0]
+
+    def run_many(
+        self, jobs: list[Job], on_step: Callable[[int, int], None] | None = None
+    ) -> list[JobResult]:
+        """`run` for jobs sharing `batch_key`, in one pipeline call; each job's files are written
+        in turn, and any error (JobCancelled included) comes out before all of them are.
+        """
         with self._lock:
-            observe_started(job)
+            for job in jobs:
+                observe_started(job)
             started = time.perf_counter()
-            images, seeds = self.model.generate(job, on_step)
-            settings = FastSDSettings.for_job(
-                job, model_id=self.model.model_id, seeds=seeds, **self.model.metadata
-            )
-            files = write_job_files(self.images_dir, job.id, settings, images)
-            seconds = time.perf_counter() - started
-        GENERATION_SECONDS.observe(seconds)
-        return JobResult(job=job, seeds=seeds, files=files, seconds=seconds)
+            outputs = self.model.generate_many(jobs, on_step)
+            PIPELINE_CALLS.labels(str(len(jobs))).inc()
+            results = []
+            for job, (images, seeds) in zip(jobs, outputs, strict=True):
+                settings = FastSDSettings.for_job(
+                    job, model_id=self.model.model_id, seeds=seeds, **self.model.metadata
+                )
+                files = write_job_files(self.images_dir, job.id, settings, images)
+                seconds = time.perf_counter() - started
+                results.append(JobResult(job=job, seeds=seeds, files=files, seconds=seconds))
+        for result in results:
+            GENERATION_SECONDS.observe(result.seconds)
+        return results
