@@ -1,5 +1,6 @@
-"""The Reflex app: the page, its lifespan tasks (the gallery watcher, the publisher) and the
-backend routes that serve images and answer health probes."""
+"""The Reflex app: the page, its lifespan tasks (the gallery watcher, the publisher, and with
+AMQP_URL the job events subscriber and the queue poller) and the backend routes that serve
+images and answer health probes."""
 
 import asyncio
 import contextlib
@@ -13,17 +14,22 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from sd_webui.cancellation import get_cancel_publisher
 from sd_webui.components import styles
 from sd_webui.components.full_view import full_view
 from sd_webui.components.gallery_grid import gallery_grid
+from sd_webui.components.job_cards import job_cards
 from sd_webui.components.model_status import model_status
 from sd_webui.components.navbar import navbar
 from sd_webui.components.prompt_bar import prompt_bar
+from sd_webui.events import EventSubscriber, get_hub
 from sd_webui.gallery import TEMP_SUFFIXES, get_gallery
+from sd_webui.job_state import JobsState, start_counter
 from sd_webui.logs import configure_logging
 from sd_webui.publishing import close_sink, get_embedded_queue, get_sink
+from sd_webui.queue_stats import get_queue_stats
 from sd_webui.settings import get_settings
-from sd_webui.state import IMAGE_ROUTE, GalleryState, ModelState
+from sd_webui.state import IMAGE_ROUTE, GalleryState, ModelState, QueueState
 
 SERVED_SUFFIXES = (".png", ".json")
 # Names never change content (a redelivered job rewrites identical names), so cache for a year.
@@ -85,11 +91,18 @@ backend_routes = Starlette(
 
 @contextlib.asynccontextmanager
 async def lifespan():
-    """One gallery watcher per process while the app serves, plus the embedded worker when
-    there is no `AMQP_URL`; the publisher closed at the end."""
+    """One gallery watcher per process while the app serves; with `AMQP_URL`, one job events
+    subscriber and one queue poller, else the embedded worker (which feeds the hub itself);
+    the connections closed at the end."""
+    settings = get_settings()
+    start_counter()  # counts job starts from now on, for the queued cards' "jobs ahead"
     tasks = [asyncio.create_task(get_gallery().watch(), name="gallery-watcher")]
     if (queue := get_embedded_queue()) is not None:
         tasks.append(asyncio.create_task(queue.run(), name="embedded-worker"))
+    if settings.amqp_url and (stats := get_queue_stats()) is not None:
+        subscriber = EventSubscriber(settings.amqp_url, settings.events_exchange, get_hub())
+        tasks.append(asyncio.create_task(subscriber.run(), name="job-events"))
+        tasks.append(asyncio.create_task(stats.run(), name="queue-stats"))
     try:
         yield
     finally:
@@ -98,12 +111,20 @@ async def lifespan():
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks)
         await close_sink()
+        await get_cancel_publisher().close()
 
 
 def index() -> rx.Component:
     return rx.box(
         navbar(),
-        rx.vstack(model_status(), prompt_bar(), gallery_grid(), spacing="6", style=styles.PAGE),
+        rx.vstack(
+            model_status(),
+            prompt_bar(),
+            job_cards(),
+            gallery_grid(),
+            spacing="6",
+            style=styles.PAGE,
+        ),
         full_view(),
         min_height="100vh",
     )
@@ -112,5 +133,9 @@ def index() -> rx.Component:
 configure_logging()
 # The dark theme with sky-blue accents is configured in rxconfig.py (RadixThemesPlugin).
 app = rx.App(api_transformer=backend_routes)
-app.add_page(index, title="Stable Diffusion", on_load=[GalleryState.follow, ModelState.follow])
+app.add_page(
+    index,
+    title=JobsState.tab_title,  # "[42%] Stable Diffusion" while a job of this tab runs
+    on_load=[GalleryState.follow, ModelState.follow, QueueState.follow, JobsState.follow],
+)
 app.register_lifespan_task(lifespan)

@@ -1,22 +1,31 @@
-"""Reflex states: the prompt bar's values and Generate, and each tab's live copy of the gallery."""
+"""Reflex states: the prompt bar's values, each tab's live copy of the gallery, the model's
+state and the queue figures of the header. Generate itself lives with the job cards
+(sd_webui/job_state.py), since every press makes cards."""
 
 import asyncio
 import dataclasses
+import random
 import uuid
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import reflex as rx
 from reflex_base.registry import RegistrationContext
 
 from sd_webui.broker import QueueUnavailable
+from sd_webui.events import JobEvent, get_hub
 from sd_webui.gallery import Entry, get_gallery
-from sd_webui.jobs import EmptyPrompt, InvalidJob, StopWordPrompt, build_jobs
+from sd_webui.jobs import EmptyPrompt, InvalidJob, Job, StopWordPrompt, build_jobs
 from sd_webui.metadata import UNKNOWN
 from sd_webui.publishing import get_embedded_queue, get_sink
+from sd_webui.queue_stats import POLL_INTERVAL_S, QueueSnapshot, get_queue_stats
+from sd_webui.settings import get_settings
 
 IMAGE_ROUTE = "/images"
 PROMPT_INPUT_ID = "prompt"
-# How often a tab's gallery loop, idle with no change to push, checks that its tab is still open.
+ADVANCED = "advanced"  # the value of the open "Advanced" accordion item
+MAX_SEED = 2**32 - 1
+# How often a tab's loop, idle with nothing to push, checks that its tab is still open.
 CONNECTION_CHECK_S = 30.0
 
 
@@ -33,13 +42,21 @@ class Card:
     model: str = UNKNOWN
     lora_base_model: str = UNKNOWN
     size: str = UNKNOWN
+    width: str = UNKNOWN
+    height: str = UNKNOWN
     seed: str = UNKNOWN
     steps: str = UNKNOWN
     guidance_scale: str = UNKNOWN
 
 
 def _shown(value: object) -> str:
-    return UNKNOWN if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    """A number as text that reads well and, fed back by "Reuse settings", gives the same value."""
+    if value is None:
+        return UNKNOWN
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def card_of(entry: Entry) -> Card:
@@ -54,40 +71,85 @@ def card_of(entry: Entry) -> Card:
         model=info.model,
         lora_base_model=info.lora_base_model,
         size=info.size,
+        width=_shown(info.width),
+        height=_shown(info.height),
         seed=_shown(info.seed),
         steps=_shown(info.steps),
         guidance_scale=_shown(info.guidance_scale),
     )
 
 
-async def submit(prompt: str, count: int, in_parallel: bool) -> tuple[str, str]:
-    """Validate and queue one press of Generate; returns (toast level, message).
+class Submitted(NamedTuple):
+    """What one press of Generate (or Retry) did: a toast, and the jobs queued (none on refusal)."""
 
-    Everything is checked here, on the server: a crafted websocket event with count 9 or a
-    2,000-character prompt is refused like any other invalid job, and nothing is published.
+    level: str
+    message: str
+    jobs: tuple[Job, ...] = ()
+
+
+async def submit(
+    prompt: str, count: int, in_parallel: bool, *, pending: int = 0, **options: Any
+) -> Submitted:
+    """Validate and queue one press of Generate.
+
+    Everything is checked here, on the server: a crafted websocket event with count 9, a
+    2,000-character prompt or a width of 300 is refused like any other invalid job (contract 1,
+    through build_jobs), and so is a press that would take the session (with `pending`
+    unfinished jobs) past MAX_PENDING_PER_SESSION; nothing is published then. Each queued job
+    enters the process's EventHub as `queued`, so a reloaded page finds it in the registry.
     """
     try:
-        jobs = build_jobs(prompt, count, in_parallel)
+        jobs = build_jobs(prompt, count, in_parallel, **options)
+        limit = get_settings().max_pending_per_session
+        if pending + len(jobs) > limit:
+            return Submitted(
+                "warning",
+                f"Not sent: you have {pending} unfinished jobs and at most {limit} may wait or "
+                "run at a time. Wait for some to finish, or cancel some.",
+            )
         await get_sink().publish(jobs)
     except EmptyPrompt as error:
-        return "info", str(error)
+        return Submitted("info", str(error))
     except StopWordPrompt as error:
-        return "warning", str(error)
+        return Submitted("warning", str(error))
     except InvalidJob as error:
-        return "error", f"Not sent, the job is invalid: {error}"
+        return Submitted("error", f"Not sent, the job is invalid: {error}")
     except QueueUnavailable as error:
-        return "error", f"The queue is unavailable, nothing was sent. {error}"
+        return Submitted("error", f"The queue is unavailable, nothing was sent. {error}")
+    for job in jobs:
+        get_hub().publish(JobEvent(id=job.id, state="queued"))
     images = "1 image" if count == 1 else f"{count} images"
-    return "success", f"The task was added to the job queue ({images})."
+    return Submitted("success", f"The task was added to the job queue ({images}).", tuple(jobs))
+
+
+def form_number(text: str) -> int | float | str | None:
+    """An Advanced field as the number it spells; empty is None (the default, or a random seed),
+    and anything else is passed on as text for build_jobs to refuse with its reason."""
+    text = text.strip()
+    if not text:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 class PromptState(rx.State):
-    """The prompt bar."""
+    """The prompt bar and its "Advanced" panel (numbers kept as typed; checked on Generate)."""
 
     prompt: str = ""
     count: int = 1
     in_parallel: bool = True
     sending: bool = False
+    advanced: str = ""  # ADVANCED while the panel is open
+    negative_prompt: str = ""
+    seed: str = ""
+    steps: str = "1"
+    width: str = "512"
+    height: str = "512"
+    guidance: str = "0"
 
     @rx.event
     def set_prompt(self, value: str) -> None:
@@ -103,20 +165,50 @@ class PromptState(rx.State):
         self.in_parallel = value
 
     @rx.event
+    def set_advanced(self, value: str | list[str]) -> None:
+        """The accordion's open item ("" when collapsed)."""
+        self.advanced = value if isinstance(value, str) else "".join(value[:1])
+
+    @rx.event
+    def set_field(self, field: str, value: str) -> None:
+        """One Advanced field; only those, so a crafted event cannot reach `sending`."""
+        if field in ("negative_prompt", "seed", "steps", "width", "height", "guidance"):
+            setattr(self, field, value)
+
+    @rx.event
+    def roll_seed(self) -> None:
+        """The dice button: a random seed, shown so the image can be made again."""
+        self.seed = str(random.randint(0, MAX_SEED))
+
+    @rx.event
     def use_prompt(self, prompt: str) -> None:
         """ "Use this prompt" of the full view (which, as it closes, focuses the prompt box)."""
         self.prompt = prompt
 
     @rx.event
-    async def generate(self):
-        """Generate (or Enter): publish, then toast; the box is cleared only after a success."""
-        self.sending = True
-        yield
-        level, message = await submit(self.prompt, self.count, self.in_parallel)
-        self.sending = False
-        if level == "success":
-            self.prompt, self.count = "", 1
-        yield [getattr(rx.toast, level)(message), rx.set_focus(PROMPT_INPUT_ID)]
+    def reuse(self, card: Card) -> None:
+        """ "Reuse settings": every field from the image's metadata and one image, so Generate
+        makes the same picture again (unknown values fall back to the defaults)."""
+        known = {key: value for key, value in dataclasses.asdict(card).items() if value != UNKNOWN}
+        self.prompt = known.get("prompt", self.prompt)
+        self.negative_prompt = card.negative_prompt
+        self.seed = known.get("seed", "")
+        self.steps = known.get("steps", "1")
+        self.width, self.height = known.get("width", "512"), known.get("height", "512")
+        self.guidance = known.get("guidance_scale", "0")
+        self.count, self.advanced = 1, ADVANCED
+
+    def options(self) -> dict[str, Any]:
+        """The Advanced fields for build_jobs; empty ones are left to the job's defaults."""
+        fields = {
+            "seed": form_number(self.seed),
+            "steps": form_number(self.steps),
+            "width": form_number(self.width),
+            "height": form_number(self.height),
+            "guidance_scale": form_number(self.guidance),
+        }
+        options = {key: value for key, value in fields.items() if value is not None}
+        return {"negative_prompt": self.negative_prompt, **options}
 
 
 class GalleryState(rx.State):
@@ -161,7 +253,7 @@ class GalleryState(rx.State):
                 async with asyncio.timeout(CONNECTION_CHECK_S):
                     await gallery.wait_for_change(seen)
             except TimeoutError:
-                if not _connected(token):
+                if not connected(token):
                     return
 
 
@@ -188,6 +280,40 @@ class ModelState(rx.State):
                 self.status, self.problem = str(queue.status), queue.problem
 
 
-def _connected(token: str) -> bool:
+class QueueState(rx.State):
+    """The header's figures: jobs waiting and workers consuming, from the process's one poll
+    (QueueStats with AMQP_URL, the embedded queue without); this tab only reads them."""
+
+    waiting: int = -1  # -1: not known (broker unreachable, or not polled yet)
+    workers: int = -1
+
+    @rx.event(background=True)
+    async def follow(self):
+        """Copy the process's figures to this tab every POLL_INTERVAL_S while it is open; only
+        a change is sent."""
+        async with self:
+            token = self.router.session.client_token
+        stats, queue = get_queue_stats(), get_embedded_queue()
+        shown: tuple[int, int] | None = None
+        while connected(token):
+            if stats is not None:
+                snapshot = stats.latest
+            elif queue is not None:
+                snapshot = queue.snapshot()
+            else:
+                snapshot = QueueSnapshot()
+            figures = (
+                -1 if snapshot.waiting is None else snapshot.waiting,
+                -1 if snapshot.workers is None else snapshot.workers,
+            )
+            if figures != shown:
+                shown = figures
+                async with self:
+                    self.waiting, self.workers = figures
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def connected(token: str) -> bool:
+    """Whether this tab's websocket is still open (its background loops end when not)."""
     namespace = RegistrationContext.get().app.event_namespace
     return namespace is not None and token in namespace.token_to_sid

@@ -1,4 +1,5 @@
-"""The full-size view of one image: every piece of metadata, Download, "Use this prompt"."""
+"""The full-size view of one image: every piece of metadata, Download, "Use this prompt",
+"Reuse settings"."""
 
 import reflex as rx
 
@@ -43,6 +44,15 @@ def full_view() -> rx.Component:
                             "Use this prompt",
                             color_scheme=styles.ACCENT,
                             on_click=PromptState.use_prompt(card.prompt),
+                        ),
+                    ),
+                    rx.dialog.close(
+                        rx.button(
+                            rx.icon("sliders-horizontal", size=16),
+                            "Reuse settings",
+                            variant="soft",
+                            color_scheme=styles.ACCENT,
+                            on_click=PromptState.reuse(card),
                         ),
                     ),
                     rx.dialog.close(rx.button("Close", variant="soft", color_scheme="gray")),

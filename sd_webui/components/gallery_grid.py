@@ -6,6 +6,7 @@ from reflex_base.utils.imports import ImportVar
 from reflex_base.vars.base import VarData
 
 from sd_webui.components import styles
+from sd_webui.job_state import JobsState
 from sd_webui.state import Card, GalleryState
 
 # The backend's origin as the browser sees it: port 8000 beside a dev frontend on 3000, the page's
@@ -48,8 +49,13 @@ def thumbnail(card: Card) -> rx.Component:
                 alt=card.prompt,
                 loading="lazy",
                 style=styles.THUMBNAIL,
+                # One of this tab's finished jobs: outlined, so its images stand out.
+                outline=rx.cond(
+                    JobsState.finished_ids.contains(card.job_id), styles.HIGHLIGHT_OUTLINE, "none"
+                ),
+                outline_offset="2px",
                 on_click=GalleryState.view(card),
-                custom_attrs={"data-name": card.name},
+                custom_attrs={"data-name": card.name, "data-job": card.job_id},
             ),
         ),
         rx.hover_card.content(

@@ -1,10 +1,34 @@
-"""The dark navigation bar: the title and a link to the project."""
+"""The dark navigation bar: the title, the cluster at a glance and a link to the project."""
 
 import reflex as rx
 
 from sd_webui.components import styles
+from sd_webui.state import QueueState
 
 PROJECT_URL = "https://github.com/kedify/examples/tree/main/samples/stable-diffusion"
+
+
+def figure(label: str, value: rx.Var, hint: str, element_id: str) -> rx.Component:
+    """One header figure; "?" while the broker cannot be read."""
+    return rx.tooltip(
+        rx.text(
+            rx.text.span(f"{label} ", color="var(--gray-11)"),
+            rx.text.strong(rx.cond(value < 0, "?", value.to_string()), id=element_id),
+            size="2",
+            white_space="nowrap",
+        ),
+        content=hint,
+    )
+
+
+def cluster() -> rx.Component:
+    """Jobs waiting in the queue and workers consuming it (KEDA scaling, live)."""
+    return rx.hstack(
+        figure("Queue", QueueState.waiting, "Jobs waiting in the queue", "queue-length"),
+        figure("Workers", QueueState.workers, "Workers consuming the queue", "worker-count"),
+        spacing="4",
+        align="center",
+    )
 
 
 def navbar() -> rx.Component:
@@ -15,14 +39,22 @@ def navbar() -> rx.Component:
             align="center",
             spacing="2",
         ),
-        rx.link(
-            rx.hstack(
-                rx.icon("external-link", size=16), rx.text("Project"), align="center", spacing="1"
+        rx.hstack(
+            cluster(),
+            rx.link(
+                rx.hstack(
+                    rx.icon("external-link", size=16),
+                    rx.text("Project"),
+                    align="center",
+                    spacing="1",
+                ),
+                href=PROJECT_URL,
+                is_external=True,
+                color_scheme=styles.ACCENT,
+                size="2",
             ),
-            href=PROJECT_URL,
-            is_external=True,
-            color_scheme=styles.ACCENT,
-            size="2",
+            spacing="5",
+            align="center",
         ),
         justify="between",
         align="center",

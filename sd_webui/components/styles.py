@@ -41,3 +41,13 @@ FULL_IMAGE = {
     "border_radius": "var(--radius-3)",
     "background_color": "var(--gray-3)",
 }
+
+JOB_THUMBNAIL = {
+    "width": "48px",
+    "height": "48px",
+    "object_fit": "cover",
+    "border_radius": "var(--radius-2)",
+}
+
+# A gallery image of one of this tab's finished jobs.
+HIGHLIGHT_OUTLINE = "3px solid var(--green-9)"

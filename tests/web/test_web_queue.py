@@ -45,7 +45,7 @@ async def publisher(amqp_url: str, queue_name: str) -> AsyncIterator[Publisher]:
 async def test_a_job_lands_with_exact_body_and_properties(
     publisher: Publisher, amqp_url: str, queue_name: str
 ) -> None:
-    assert await submit("green dog", 2, in_parallel=False) == (
+    assert (await submit("green dog", 2, in_parallel=False))[:2] == (
         "success",
         "The task was added to the job queue (2 images).",
     )
@@ -64,7 +64,7 @@ async def test_a_job_lands_with_exact_body_and_properties(
 async def test_in_parallel_publishes_one_message_per_image(
     publisher: Publisher, amqp_url: str, queue_name: str
 ) -> None:
-    level, _ = await submit("red fox", 3, in_parallel=True)
+    level, *_ = await submit("red fox", 3, in_parallel=True)
     assert level == "success"
     bodies = [json.loads(message.body) for message in await drain(amqp_url, queue_name)]
     assert [(body["prompt"], body["count"]) for body in bodies] == [("red fox", 1)] * 3
@@ -90,7 +90,7 @@ async def test_refused_prompts_publish_nothing(
     level: str,
     says: str,
 ) -> None:
-    got_level, message = await submit(prompt, count, in_parallel=True)
+    got_level, message, _ = await submit(prompt, count, in_parallel=True)
     assert (got_level, says in message) == (level, True)
     assert await drain(amqp_url, queue_name) == []
 
@@ -99,7 +99,7 @@ async def test_dead_port_gives_queue_unavailable(queue_name: str) -> None:
     sink = Publisher("amqp://guest:guest@127.0.0.1:1/", queue_name)
     set_sink(sink)
     try:
-        level, message = await submit("green dog", 1, in_parallel=True)
+        level, message, _ = await submit("green dog", 1, in_parallel=True)
     finally:
         set_sink(None)
     assert level == "error"
@@ -121,7 +121,7 @@ async def test_without_amqp_url_jobs_go_to_the_embedded_queue(
         assert get_embedded_queue() is queue
         await asyncio.wait_for(queue.run(), 30)
         assert queue.status is ModelStatus.FAILED
-        level, message = await submit("green dog", 1, in_parallel=True)
+        level, message, _ = await submit("green dog", 1, in_parallel=True)
         assert level == "error"
         assert "The model could not be loaded" in message
         assert "set SD_MODEL" in message
@@ -175,7 +175,7 @@ async def test_the_broker_going_away_and_coming_back_needs_no_restart(
     try:
         assert (await submit("before", 1, in_parallel=True))[0] == "success"
         await proxy.stop()
-        level, message = await submit("during", 1, in_parallel=True)
+        level, message, _ = await submit("during", 1, in_parallel=True)
         assert level == "error"
         assert "queue is unavailable" in message
         await proxy.start()

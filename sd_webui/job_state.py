@@ -1,0 +1,294 @@
+"""Your jobs: Generate, and a live card per job this browser session submitted.
+
+The cards follow the process's EventHub (fed by the EventSubscriber, or by the embedded queue).
+The jobs a tab submitted are kept in the browser's sessionStorage, so a reload in the same tab
+rebuilds the cards from the process's JobRegistry; a job the registry no longer knows (the web
+app restarted) shows as queued, and its images still reach the gallery.
+"""
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from functools import lru_cache
+
+import reflex as rx
+
+from sd_webui.broker import QueueUnavailable
+from sd_webui.cancellation import publish_cancel
+from sd_webui.events import FINAL_STATES, JobEvent, get_hub
+from sd_webui.jobs import Job
+from sd_webui.publishing import get_embedded_queue
+from sd_webui.queue_stats import get_queue_stats
+from sd_webui.state import (
+    CONNECTION_CHECK_S,
+    IMAGE_ROUTE,
+    PROMPT_INPUT_ID,
+    PromptState,
+    Submitted,
+    connected,
+    submit,
+)
+
+MAX_CARDS = 20  # the newest cards a tab keeps (and remembers across a reload)
+UNFINISHED = ("queued", "running")
+APP_TITLE = "Stable Diffusion"
+
+
+class StartCounter:
+    """How many jobs any worker has started since this process began (a hub listener).
+
+    With RabbitMQ the app cannot see where a job stands in the queue, so a card counts down
+    from the queue length when it was published (the last poll's figure, plus the jobs of the
+    same press before it) by every first start seen since: an estimate, exact when one app and
+    its workers are alone on the queue and the poll is fresh.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: JobEvent) -> None:
+        if event.state == "started" and (event.attempt or 1) == 1:
+            self.count += 1
+
+
+@lru_cache
+def start_counter() -> StartCounter:
+    """The process's counter, listening to the hub from its first use (the app's lifespan)."""
+    counter = StartCounter()
+    get_hub().add_listener(counter)
+    return counter
+
+
+@dataclasses.dataclass(frozen=True)
+class JobCard:
+    """One job as its card shows it."""
+
+    id: str = ""
+    prompt: str = ""
+    count: int = 1
+    state: str = "queued"  # queued | running | done | failed | cancelled
+    ahead: int = -1  # queued: jobs that start before it, as far as the app knows; -1 unknown
+    waiting_then: int = -1  # RabbitMQ: jobs ahead when published (-1 unknown) ...
+    starts_then: int = 0  # ... and StartCounter.count then
+    cancelling: bool = False  # a cancel was sent; the `cancelled` event comes from a worker
+    worker: str = ""
+    step: int = 0
+    steps: int = 0
+    image: int = 0
+    percent: int = 0
+    error: str = ""
+    images: list[str] = dataclasses.field(default_factory=list)  # done: the PNGs' paths
+
+
+def applied(card: JobCard, event: JobEvent) -> JobCard:
+    """The card after `event`; a final card never moves again and `queued` never goes back."""
+    if card.state in FINAL_STATES or (event.state == "queued" and card.state != "queued"):
+        return card
+    match event.state:
+        case "started":
+            return dataclasses.replace(card, state="running", worker=event.worker or "", ahead=-1)
+        case "progress":
+            step, steps, image = event.step or 0, event.steps or 1, event.image or 0
+            done_steps, total = step, steps
+            if image and card.count > 1:  # images one after another: the job's whole way
+                done_steps, total = (image - 1) * steps + step, card.count * steps
+            percent = round(100 * done_steps / total)
+            return dataclasses.replace(
+                card, state="running", step=step, steps=steps, image=image, percent=percent
+            )
+        case "done":
+            pngs = [f"{IMAGE_ROUTE}/{name}" for name in event.files or [] if name.endswith(".png")]
+            return dataclasses.replace(card, state="done", percent=100, images=pngs)
+        case "failed":
+            return dataclasses.replace(card, state="failed", error=event.error or "unknown error")
+        case "cancelled":
+            return dataclasses.replace(card, state="cancelled", cancelling=False)
+    return card
+
+
+def with_ahead(card: JobCard) -> JobCard:
+    """A queued card's `ahead`, from the embedded queue itself or the RabbitMQ estimate."""
+    if card.state != "queued":
+        return card
+    queue = get_embedded_queue()
+    if queue is not None:
+        ahead = queue.ahead_of(card.id)
+        return card if ahead is None else dataclasses.replace(card, ahead=ahead)
+    if card.waiting_then < 0:
+        return card
+    started = start_counter().count - card.starts_then
+    return dataclasses.replace(card, ahead=max(0, card.waiting_then - started))
+
+
+def new_cards(jobs: tuple[Job, ...]) -> list[JobCard]:
+    """Cards for the jobs of one press, newest first, already up to date with the registry."""
+    stats = get_queue_stats()
+    waiting = stats.latest.waiting if stats is not None else None
+    starts = start_counter().count
+    registry = get_hub().registry
+    cards = []
+    for index, job in enumerate(jobs):
+        card = JobCard(
+            id=job.id,
+            prompt=job.prompt,
+            count=job.count,
+            waiting_then=-1 if waiting is None else waiting + index,
+            starts_then=starts,
+        )
+        cards.append(restored(card, registry.latest(job.id)))
+    return cards[::-1]
+
+
+def restored(card: JobCard, latest: JobEvent | None) -> JobCard:
+    return with_ahead(card if latest is None else applied(card, latest))
+
+
+class JobsState(rx.State):
+    """This tab's job cards, Generate, Retry and Cancel."""
+
+    jobs: list[JobCard] = []
+    # The jobs this tab submitted (their JSON bodies, newest first), for reloads and Retry.
+    submitted: str = rx.SessionStorage("[]", name="sd_webui_jobs")
+    _follower: str = ""
+
+    @rx.var
+    def pending(self) -> int:
+        """Unfinished jobs of this session (a cancelled one no longer counts)."""
+        return sum(card.state in UNFINISHED and not card.cancelling for card in self.jobs)
+
+    @rx.var
+    def tab_title(self) -> str:
+        running = [card.percent for card in self.jobs if card.state == "running"]
+        return f"[{running[-1]}%] {APP_TITLE}" if running else APP_TITLE
+
+    @rx.var
+    def finished_ids(self) -> list[str]:
+        """Jobs whose images the gallery highlights."""
+        return [card.id for card in self.jobs if card.state == "done"]
+
+    def _bodies(self) -> list[dict]:
+        try:
+            bodies = json.loads(self.submitted)
+        except ValueError:
+            return []
+        return (
+            [body for body in bodies if isinstance(body, dict)] if isinstance(bodies, list) else []
+        )
+
+    async def _send(self, prompt: str, count: int, in_parallel: bool, **options) -> Submitted:
+        """Submit under this session's limit; the new jobs get cards and are remembered."""
+        outcome = await submit(prompt, count, in_parallel, pending=self.pending, **options)
+        if outcome.jobs:
+            self.jobs = (new_cards(outcome.jobs) + self.jobs)[:MAX_CARDS]
+            bodies = [json.loads(job.body()) for job in reversed(outcome.jobs)]
+            self.submitted = json.dumps((bodies + self._bodies())[:MAX_CARDS])
+        return outcome
+
+    @rx.event
+    async def generate(self):
+        """Generate (or Enter): publish, then toast; the box is cleared only after a success."""
+        form = await self.get_state(PromptState)
+        form.sending = True
+        yield
+        outcome = await self._send(form.prompt, form.count, form.in_parallel, **form.options())
+        form.sending = False
+        if outcome.level == "success":
+            form.prompt, form.count = "", 1
+        yield [getattr(rx.toast, outcome.level)(outcome.message), rx.set_focus(PROMPT_INPUT_ID)]
+
+    @rx.event
+    async def retry(self, job_id: str):
+        """Retry a failed job: the same settings, published again as a new job."""
+        body = next((body for body in self._bodies() if body.get("id") == job_id), None)
+        if body is None:
+            yield rx.toast.error("This job's settings are no longer known.")
+            return
+        # Checked again like any press of Generate: sessionStorage is the browser's to change.
+        options = {key: value for key, value in body.items() if key not in ("id", "submitted_at")}
+        prompt, count = options.pop("prompt", ""), options.pop("count", 1)
+        outcome = await self._send(prompt, count, False, **options)
+        yield getattr(rx.toast, outcome.level)(outcome.message)
+
+    @rx.event
+    async def cancel(self, job_id: str):
+        """Cancel: a queued job is skipped by whichever worker receives it, a running one stops
+        at its next step; the card says so when that worker's `cancelled` event comes. Only
+        this tab's own jobs (a crafted event cannot cancel someone else's)."""
+        if not any(card.id == job_id for card in self.jobs):
+            return
+        try:
+            await publish_cancel(job_id)
+        except QueueUnavailable as error:
+            yield rx.toast.error(f"Not cancelled: {error}")
+            return
+        self.jobs = [
+            dataclasses.replace(card, cancelling=True) if card.id == job_id else card
+            for card in self.jobs
+        ]
+
+    @rx.event(background=True)
+    async def follow(self):
+        """Restore this tab's cards, then move them with every hub event until the tab goes.
+
+        Started by the page's on_load, like GalleryState.follow, and ended the same ways: a
+        newer loop took over this tab (a reload), or its websocket is gone (checked every
+        CONNECTION_CHECK_S while idle).
+        """
+        follower = uuid.uuid4().hex
+        hub = get_hub()
+        events = hub.subscribe()
+        try:
+            async with self:
+                self._follower = follower
+                token = self.router.session.client_token
+                self.jobs = self._restored()
+            while True:
+                try:
+                    async with asyncio.timeout(CONNECTION_CHECK_S):
+                        batch = [await events.get()]
+                except TimeoutError:
+                    if not connected(token):
+                        return
+                    continue
+                while not events.empty():
+                    batch.append(events.get_nowait())
+                async with self:
+                    if self._follower != follower:
+                        return
+                    self._apply(batch)
+        finally:
+            hub.unsubscribe(events)
+
+    def _restored(self) -> list[JobCard]:
+        """The cards of every job this tab remembers, brought up to date from the registry
+        (the events a closed or reloading tab missed are there)."""
+        shown = {card.id: card for card in self.jobs}
+        registry = get_hub().registry
+        cards = []
+        for body in self._bodies():
+            job_id = body.get("id")
+            if not isinstance(job_id, str):
+                continue
+            count = body.get("count")
+            card = shown.get(job_id) or JobCard(
+                id=job_id,
+                prompt=str(body.get("prompt", "")),
+                count=count if isinstance(count, int) else 1,
+            )
+            cards.append(restored(card, registry.latest(job_id)))
+        return cards
+
+    def _apply(self, batch: list[JobEvent]) -> None:
+        ids = {event.id for event in batch}
+        mine = any(card.id in ids for card in self.jobs)
+        starts = any(event.state == "started" for event in batch)
+        if not (mine or starts):
+            return
+        cards = []
+        for card in self.jobs:
+            for event in batch:
+                if event.id == card.id:
+                    card = applied(card, event)
+            cards.append(with_ahead(card))
+        self.jobs = cards
