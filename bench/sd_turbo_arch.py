@@ -10,13 +10,12 @@ and the Euler scheduler with trailing timesteps. Used by bench/worker.py and ben
 import torch
 from diffusers import (
     AutoencoderKL,
-    EulerDiscreteScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from sd_webui.demo_model import demo_tokenizer
+from sd_webui.demo_model import demo_tokenizer, turbo_pipeline
 
 
 def build_sd_turbo(dtype: torch.dtype = torch.float32, seed: int = 0) -> StableDiffusionPipeline:
@@ -81,20 +80,6 @@ def _build(seed: int) -> StableDiffusionPipeline:
         latent_channels=4,
         sample_size=768,
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=demo_tokenizer(model_max_length=77),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    return turbo_pipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=demo_tokenizer(model_max_length=77), unet=unet
     )

@@ -46,6 +46,34 @@ def demo_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=list(MERGES), model_max_length=model_max_length)
 
 
+def turbo_pipeline(
+    *,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    unet: UNet2DConditionModel,
+) -> StableDiffusionPipeline:
+    """A text-to-image pipeline of these parts with sd-turbo's scheduler (Euler, trailing
+    timesteps) and no safety checker, as sd-turbo ships."""
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="trailing",
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_demo_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """The tiny pipeline in memory; the same seed gives the same weights."""
     torch.manual_seed(seed)
@@ -85,23 +113,7 @@ def build_demo_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         norm_num_groups=8,
         sample_size=256,
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return turbo_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)
 
 
 def build_demo_model(folder: Path, seed: int = 0) -> Path:

@@ -9,8 +9,9 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aio_pika
 import pytest
@@ -23,6 +24,8 @@ os.environ.setdefault("REFLEX_TELEMETRY_ENABLED", "false")
 BROKER_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"
 T = TypeVar("T")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -49,6 +52,24 @@ def amqp_url() -> str:
     if not _port_open("127.0.0.1", 5672):
         unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     return BROKER_URL
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright's sync API (never a downloaded browser).
+
+    The sync API holds this thread's event loop while it runs, so a module using it must not
+    hold it across pytest-asyncio tests."""
+    if not Path(CHROMIUM).exists():
+        unavailable(f"Chromium is not installed at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def run_async(coroutine: Coroutine[object, object, T]) -> T:

@@ -3,7 +3,6 @@
 import colorsys
 import json
 import math
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -13,11 +12,9 @@ from typing import TypeVar
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.conftest import delete_queues, run_async, unavailable
+from tests.conftest import chromium, delete_queues, run_async, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HARNESS_GALLERY_SIZE = 8
 T = TypeVar("T")
 
@@ -114,13 +111,6 @@ def backend_url(harness: object) -> str:
 
 @pytest.fixture(scope="module")
 def browser(harness: object) -> Iterator[object]:
-    """Chromium for one test module: Playwright's sync API holds this thread's event loop while
-    it runs, so it must be gone before pytest-asyncio's tests use that thread again."""
-    if not Path(CHROMIUM).exists():
-        unavailable(f"Chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    """Chromium for one test module."""
+    with chromium() as browser:
         yield browser
-        browser.close()
