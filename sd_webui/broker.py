@@ -2,6 +2,7 @@
 publishing with publisher confirms."""
 
 import asyncio
+import contextlib
 import logging
 
 import aio_pika
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 5.0
 
 
 class QueueUnavailable(RuntimeError):
@@ -33,6 +35,14 @@ async def connect(url: str) -> AbstractRobustConnection:
         await connection.close()
         raise
     return connection
+
+
+async def close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:
+    """Close within CLOSE_TIMEOUT_S, never raising: at shutdown a close can wait forever for a
+    broker reply that the connection's cancelled reader will never deliver."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await connection.close()
 
 
 async def declare_queues(channel: aio_pika.abc.AbstractChannel, queue_name: str) -> None:
@@ -101,5 +111,5 @@ class Publisher:
 
     async def close(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
+            await close_quietly(self._connection)
         self._connection = self._channel = None

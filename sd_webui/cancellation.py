@@ -14,7 +14,7 @@ from functools import lru_cache
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from sd_webui.broker import PUBLISH_TIMEOUT_S, QueueUnavailable, connect
+from sd_webui.broker import PUBLISH_TIMEOUT_S, QueueUnavailable, close_quietly, connect
 from sd_webui.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class CancelPublisher:
 
     async def close(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
+            await close_quietly(self._connection)
         self._connection = self._channel = None
 
 

@@ -20,7 +20,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sd_webui.broker import connect
+from sd_webui.broker import close_quietly, connect
 from sd_webui.cancellation import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class EventSubscriber:
                 log.warning("events: broker unreachable (%r); retrying in %.0f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        async with connection:
+        try:
             channel = await connection.channel()
             exchange = await declare_events_exchange(channel, self.exchange)
             queue = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -168,6 +168,8 @@ class EventSubscriber:
             await queue.consume(self._on_message, no_ack=True)
             self.ready.set()
             await asyncio.Future()  # until cancelled
+        finally:
+            await close_quietly(connection)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:

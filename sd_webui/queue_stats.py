@@ -14,7 +14,7 @@ from functools import lru_cache
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from sd_webui.broker import CONNECT_TIMEOUT_S
+from sd_webui.broker import CONNECT_TIMEOUT_S, close_quietly
 from sd_webui.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class QueueStats:
                 await asyncio.sleep(self.interval)
         finally:
             if self._connection is not None:
-                await self._connection.close()
+                await close_quietly(self._connection)
 
     async def poll(self) -> QueueSnapshot:
         """One passive declare; an unknown snapshot (and a fresh channel next time) on error.

@@ -7,7 +7,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
@@ -75,9 +75,33 @@ def web_queue(amqp_url: str) -> Iterator[str]:
     run_async(delete_queues(amqp_url, name, f"{name}.dead"))
 
 
-@pytest.fixture(scope="session")
+HARNESS_STOP_S = 30
+
+
+def stop_harness(app: Any) -> None:
+    """`AppHarness.stop()`, bounded.
+
+    Its backend thread ends once uvicorn's loop has cancelled every task; a library task that
+    outlives that (seen now and then: socket.io's ping loops, Reflex's event queue processor)
+    would hang the session forever, so after HARNESS_STOP_S the loop is stopped outright.
+    """
+    thread, app.backend_thread = app.backend_thread, None
+    loops = {server._loop for server in getattr(app.backend, "servers", [])}
+    app.stop()
+    thread.join(HARNESS_STOP_S)
+    if thread.is_alive():
+        for loop in loops:
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(HARNESS_STOP_S)
+    assert not thread.is_alive(), "the app's backend thread did not stop"
+
+
+@pytest.fixture(scope="module")
 def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]:
-    """The real app (backend in-process, dev frontend) configured through the environment."""
+    """The real app (backend in-process, dev frontend) configured through the environment.
+
+    Module-scoped: the app's backend loop shares this process's singletons (the event hub, the
+    sink), so it is stopped before other modules' in-process workers and hubs run."""
     if not shutil.which("bun") and not shutil.which("npm"):
         unavailable("no JavaScript runtime to build the frontend")
     from reflex.testing import AppHarness
@@ -95,14 +119,17 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
     publishing.set_sink(None)
     patch.setattr(gallery, "_gallery", None)
     app = AppHarness.create(root=ROOT, app_name="sd_webui")
-    with app:
+    app.start()
+    try:
         yield app
+    finally:
+        stop_harness(app)
     patch.undo()
     get_settings.cache_clear()
     publishing.set_sink(None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def backend_url(harness: object) -> str:
     from reflex.config import get_config
 
