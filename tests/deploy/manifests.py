@@ -34,6 +34,17 @@ CRD_SCHEMAS = {
 Object = dict[str, Any]
 
 
+def repo_files() -> list[str]:
+    """The files a fresh clone has (tracked, plus new ones git does not ignore), repo-relative."""
+    return subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
 def tool(name: str) -> str | None:
     """A command that a test dependency installs: beside this interpreter (the venv's bin, which
     need not be on PATH) first, then PATH."""

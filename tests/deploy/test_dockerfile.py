@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from dockerfile_parse import DockerfileParser
-from manifests import REPO, tool
+from manifests import REPO, repo_files, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -150,13 +150,7 @@ def test_dockerignore_sends_what_the_dockerfile_copies_and_nothing_else() -> Non
             if "--from=" not in value:
                 copied += [s for s in value.split()[:-1] if not s.startswith("--")]
     assert copied
-    tracked = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    tracked = repo_files()
     for source in set(copied) - {"."}:  # each is in a fresh clone and in the context
         assert any(f == source or f.startswith(f"{source}/") for f in tracked), source
         assert not ignored(source), source

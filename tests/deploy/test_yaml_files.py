@@ -1,21 +1,12 @@
 """Every YAML file of the repository parses (kustomize and Compose read them all)."""
 
-import subprocess
-
 import pytest
 import yaml
-from manifests import REPO
+from manifests import REPO, repo_files
 
 
 def yaml_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return sorted(f for f in listed if f.endswith((".yaml", ".yml")) and (REPO / f).exists())
+    return sorted(f for f in repo_files() if f.endswith((".yaml", ".yml")) and (REPO / f).exists())
 
 
 def test_the_deployment_files_are_found() -> None:
