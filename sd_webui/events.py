@@ -1,15 +1,17 @@
 """Job events: what happens to a job after it is published, for every page that follows it.
 
 Workers publish each event on the durable topic exchange `EVENTS_EXCHANGE` (default `sd.events`)
-with routing key `job.<id>.<state>`; each web app process reads them through one exclusive queue
+with routing key `job.<id>.<state>`; each web app process reads them through a queue of its own
 bound to `job.#` and hands them to its in-process `EventHub`, which the browser sessions listen
 to. The embedded queue publishes into the same hub directly, so pages see one stream either way.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Set
 from datetime import UTC, datetime
@@ -17,10 +19,15 @@ from functools import lru_cache
 from typing import Literal
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sd_webui.broker import close_quietly, connect
+from sd_webui.broker import CLOSE_TIMEOUT_S, close_quietly, connect
 from sd_webui.cancellation import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,9 @@ FINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 EMIT_TIMEOUT_S = 5.0
 REGISTRY_SIZE = 1000
 SESSION_QUEUE_SIZE = 1000
+SUBSCRIBER_PREFETCH = 256
+SUBSCRIBER_EXPIRES_MS = 10 * 60 * 1000  # an abandoned subscriber queue goes after 10 minutes
+SUBSCRIBER_MAX_EVENTS = 10_000  # while disconnected, the oldest events beyond this are dropped
 
 
 class JobEvent(BaseModel):
@@ -138,15 +148,19 @@ def get_hub() -> EventHub:
 
 
 class EventSubscriber:
-    """The web app's side: one exclusive, auto-delete queue per process bound to `job.#`.
+    """The web app's side: one queue per process bound to `job.#`, which outlives a lost
+    connection so that the events sent meanwhile are delivered after the reconnect.
 
-    `run()` waits for the broker, then lets the robust connection redeclare the queue and its
-    binding after any reconnect; events sent while the process was disconnected are not replayed
-    (the registry keeps what was seen, the gallery still shows the files).
+    The queue is named once per process and is neither exclusive nor auto-delete: when the
+    connection to the broker drops, it keeps collecting events (at most SUBSCRIBER_MAX_EVENTS),
+    and the robust connection redeclares and consumes the same queue once it is back. The broker
+    deletes it SUBSCRIBER_EXPIRES_MS after its last use if the process dies without cleaning up;
+    a clean stop deletes it at once. Deliveries are acknowledged after the hub has them.
     """
 
     def __init__(self, url: str, exchange: str, hub: EventHub) -> None:
         self.url, self.exchange, self.hub = url, exchange, hub
+        self.queue_name = f"{exchange}.web.{socket.gethostname()}.{uuid.uuid4().hex[:8]}"
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -160,15 +174,27 @@ class EventSubscriber:
                 log.warning("events: broker unreachable (%r); retrying in %.0f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        queue: AbstractQueue | None = None
         try:
             channel = await connection.channel()
+            await channel.set_qos(prefetch_count=SUBSCRIBER_PREFETCH)
             exchange = await declare_events_exchange(channel, self.exchange)
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            queue = await channel.declare_queue(
+                self.queue_name,
+                arguments={
+                    "x-expires": SUBSCRIBER_EXPIRES_MS,
+                    "x-max-length": SUBSCRIBER_MAX_EVENTS,
+                },
+            )
             await queue.bind(exchange, routing_key="job.#")
-            await queue.consume(self._on_message, no_ack=True)
+            await queue.consume(self._on_message)
             self.ready.set()
             await asyncio.Future()  # until cancelled
         finally:
+            if queue is not None:  # best effort, bounded: otherwise x-expires removes it later
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await queue.delete(if_unused=False, if_empty=False)
             await close_quietly(connection)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -176,8 +202,9 @@ class EventSubscriber:
             event = JobEvent.model_validate_json(message.body)
         except ValidationError as error:
             log.warning("events: ignoring a malformed event: %s", error.errors()[0]["msg"])
-            return
-        self.hub.publish(event)
+        else:
+            self.hub.publish(event)
+        await message.ack()
 
 
 class EventEmitter:

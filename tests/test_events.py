@@ -1,16 +1,18 @@
 """Job events, the registry, cancels and queue stats against the real broker (no model)."""
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
-from events_support import delete_event_names, following, with_event_names
+from broker_relay import BrokerRelay
+from events_support import EventLog, delete_event_names, following, with_event_names
 
 from sd_webui.cancellation import CancelPublisher, CancelWatcher
-from sd_webui.events import EventEmitter, EventHub, JobEvent, JobRegistry
+from sd_webui.events import EventEmitter, EventHub, EventSubscriber, JobEvent, JobRegistry
 from sd_webui.jobs import new_job_id
 from sd_webui.queue_stats import QueueStats
 from sd_webui.settings import Settings
@@ -98,6 +100,60 @@ async def test_malformed_events_are_ignored(settings: Settings) -> None:
                 await exchange.publish(aio_pika.Message(body), routing_key=f"job.{job_id}.done")
         assert [e.state for e in await log.until_final(job_id, 10)] == ["done"]
         assert len(log.events) == 1
+
+
+async def publish_events(url: str, exchange_name: str, *events: JobEvent) -> None:
+    """Publish as a worker would, straight to the broker."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(exchange_name)
+        for event in events:
+            await exchange.publish(aio_pika.Message(event.body()), routing_key=event.routing_key)
+
+
+async def queue_exists(url: str, name: str) -> bool:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        return True
+
+
+async def test_events_sent_while_the_subscriber_is_cut_off_arrive_after_it_reconnects(
+    settings: Settings,
+) -> None:
+    url, exchange = settings.amqp_url or "", settings.events_exchange
+    relay = BrokerRelay()
+    await relay.start()
+    hub = EventHub()
+    subscriber = EventSubscriber(relay.url, exchange, hub)
+    task = asyncio.create_task(subscriber.run())
+    job_id = new_job_id()
+    try:
+        await asyncio.wait_for(subscriber.ready.wait(), 10)
+        arrived = EventLog(hub)
+        await publish_events(url, exchange, JobEvent(id=job_id, state="started"))
+        await arrived.until(job_id, {"started"}, 10)
+        await relay.stop()  # the web app loses the broker while the worker goes on
+        await publish_events(
+            url,
+            exchange,
+            JobEvent(id=job_id, state="progress", step=1, steps=1),
+            JobEvent(id=job_id, state="done", files=[f"{job_id}.json"]),
+        )
+        await relay.start()
+        seen = await arrived.until_final(job_id, 30)  # robust reconnect: every 5 s
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await relay.stop()
+    assert [event.state for event in seen] == ["started", "progress", "done"]
+    assert not await queue_exists(url, subscriber.queue_name)  # a clean stop leaves nothing
 
 
 async def test_a_watcher_started_after_the_cancel_still_sees_it(settings: Settings) -> None:

@@ -1,13 +1,13 @@
 """Generate against the real RabbitMQ: exact messages, parallel splitting, a broker going away."""
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
 import pytest
+from broker_relay import BrokerRelay
 
 from sd_webui.broker import Publisher
 from sd_webui.embedded import EmbeddedQueue, ModelStatus
@@ -15,21 +15,9 @@ from sd_webui.jobs import NSFW_WARNING
 from sd_webui.publishing import get_embedded_queue, get_sink, set_sink
 from sd_webui.settings import get_settings
 from sd_webui.state import submit
+from tests.worker.worker_support import drain
 
 pytestmark = pytest.mark.broker
-
-
-async def drain(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Every message now in `queue`, acknowledged."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        source = await channel.declare_queue(queue, durable=True)
-        messages = []
-        while (message := await source.get(fail=False)) is not None:
-            await message.ack()
-            messages.append(message)
-        return messages
 
 
 @pytest.fixture
@@ -131,54 +119,20 @@ async def test_without_amqp_url_jobs_go_to_the_embedded_queue(
         get_settings.cache_clear()
 
 
-class Proxy:
-    """A TCP relay to the broker that the test can cut and restore: a broker going away."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
-        await self.server.wait_closed()
-
-
 async def test_the_broker_going_away_and_coming_back_needs_no_restart(
     amqp_url: str, queue_name: str
 ) -> None:
-    proxy = Proxy(port=0)
-    await proxy.start()
-    assert proxy.server is not None
-    proxy.port = proxy.server.sockets[0].getsockname()[1]
-    sink = Publisher(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue_name)
+    relay = BrokerRelay()
+    await relay.start()
+    sink = Publisher(relay.url, queue_name)
     set_sink(sink)
     try:
         assert (await submit("before", 1, in_parallel=True))[0] == "success"
-        await proxy.stop()
+        await relay.stop()
         level, message, _ = await submit("during", 1, in_parallel=True)
         assert level == "error"
         assert "queue is unavailable" in message
-        await proxy.start()
+        await relay.start()
         for _ in range(60):  # aio-pika's robust connection retries every 5 s
             if (await submit("after", 1, in_parallel=True))[0] == "success":
                 break
@@ -188,7 +142,7 @@ async def test_the_broker_going_away_and_coming_back_needs_no_restart(
     finally:
         set_sink(None)
         await sink.close()
-        await proxy.stop()
+        await relay.stop()
     prompts = [json.loads(message.body)["prompt"] for message in await drain(amqp_url, queue_name)]
     assert prompts[0] == "before"
     assert prompts[-1] == "after"
