@@ -66,8 +66,13 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def is_job_id(value: object) -> bool:
+    """A uuid as contract 1 allows it: 32 hex digits or the canonical dashed form."""
+    return isinstance(value, str) and _JOB_ID_RE.fullmatch(value) is not None
+
+
 def _check_job_id(value: str) -> str:
-    if not _JOB_ID_RE.fullmatch(value):
+    if not is_job_id(value):
         raise ValueError("id must be a uuid (32 hex digits or the canonical dashed form)")
     return value
 

@@ -12,6 +12,7 @@ lose a job.
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from sd_webui.broker import connect, declare_queues
 from sd_webui.cancellation import CancelWatcher, JobCancelled
 from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
-from sd_webui.jobs import InvalidJob, Job, decode_job, parse_job
+from sd_webui.jobs import InvalidJob, Job, decode_job, is_job_id, new_job_id, parse_job
 from sd_webui.settings import Settings
 from sd_webui.worker.batching import batch_key, batches
 from sd_webui.worker.metrics import record_invalid, record_outcome
@@ -45,19 +46,26 @@ EXIT_UNFINISHED = 1
 BATCH_WINDOW_S = 0.05
 
 
-def job_from_message(message: AbstractIncomingMessage) -> Job:
-    """The job of a message; raises InvalidJob.
+def lacks_job_id(message: AbstractIncomingMessage) -> bool:
+    """An old `{"prompt", "count"}` message with neither `id` nor a job-id `message_id`.
 
-    A body without `id` takes the message's `message_id` when that is a valid job id, so a
-    redelivered message writes the same file names; an old `{"prompt", "count"}` message with
-    neither gets a fresh id.
+    Any id a worker made up for it would change at each delivery, so a redelivery after a crash
+    would write a second set of files; such a message is given an id first (Consumer._stamp).
+    A body that is not a JSON object is left to validation, which dead-letters it.
     """
+    try:
+        body = json.loads(message.body)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "id" not in body and not is_job_id(message.message_id)
+
+
+def job_from_message(message: AbstractIncomingMessage) -> Job:
+    """The job of a message; raises InvalidJob. A body without `id` takes the message's
+    `message_id` (a job id, see `lacks_job_id`), so a redelivery writes the same file names."""
     job = decode_job(message.body)
-    if "id" not in job.model_fields_set and message.message_id:
-        try:
-            return parse_job({**job.model_dump(), "id": message.message_id})
-        except InvalidJob:
-            return job
+    if "id" not in job.model_fields_set and is_job_id(message.message_id):
+        return parse_job({**job.model_dump(), "id": message.message_id})
     return job
 
 
@@ -167,6 +175,9 @@ class Consumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         """Every delivery joins `_waiting`; the task that still finds its message there when its
         turn comes takes what is waiting as one batch (just its own with BATCH_JOBS=1)."""
+        if lacks_job_id(message):
+            await self._stamp(message)
+            return
         self._waiting.append(message)
         self._arrived.set()
         async with self._turn:
@@ -305,17 +316,31 @@ class Consumer:
         self.events.emit(JobEvent(id=result.job.id, state="done", files=files))
         record_outcome(result.job, "done", result.seconds)
 
+    async def _stamp(self, message: AbstractIncomingMessage) -> None:
+        """Give an id-less message a job id that survives redelivery: publish it again with
+        `message_id` set to a new job id (confirmed), then acknowledge the original. The copy
+        takes its turn again at the back of the queue; this is not the task of one-task mode."""
+        job_id = new_job_id()
+        await self._republish(message, self.settings.queue_name, {}, message_id=job_id)
+        await message.ack()
+        log.info("a message without a job id was queued again as job %s", job_id)
+
     async def _republish(
-        self, message: AbstractIncomingMessage, queue_name: str, headers: dict[str, Any]
+        self,
+        message: AbstractIncomingMessage,
+        queue_name: str,
+        headers: dict[str, Any],
+        message_id: str | None = None,
     ) -> None:
-        """Publish a copy of `message` (same body and id) with extra headers, confirmed."""
+        """Publish a copy of `message` (same body, same id unless given) with extra headers,
+        confirmed."""
         assert self._channel is not None
         await self._channel.default_exchange.publish(
             aio_pika.Message(
                 message.body,
                 headers={**(message.headers or {}), **headers},
                 content_type=message.content_type,
-                message_id=message.message_id,
+                message_id=message_id or message.message_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=queue_name,

@@ -12,14 +12,22 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
-from worker_support import drain, job_files, publish, ready_count, running, wait_for
+from worker_support import (
+    consumer_for,
+    drain,
+    job_files,
+    publish,
+    publish_bare,
+    ready_count,
+    running,
+    wait_for,
+)
 
 from sd_webui.metadata import FastSDSettings
 from sd_webui.settings import Settings
-from sd_webui.worker.consumer import ATTEMPT_HEADER, ERROR_HEADER, MAX_ATTEMPTS, Consumer
+from sd_webui.worker.consumer import ATTEMPT_HEADER, ERROR_HEADER, MAX_ATTEMPTS
 from sd_webui.worker.health import serve_health
 from sd_webui.worker.pipeline import LoadedModel
-from sd_webui.worker.runner import JobRunner
 
 pytestmark = pytest.mark.broker
 
@@ -32,18 +40,16 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def consumer_for(settings: Settings, model: LoadedModel) -> Consumer:
-    return Consumer(settings, JobRunner(model, settings.images_dir))
-
-
 async def test_old_format_message_gives_images_and_sidecar(
     worker_settings: Settings, loaded_model: LoadedModel, demo_model: Path
 ) -> None:
-    """`{"prompt", "count"}` from the original web UI: N PNGs with their recipe, one JSON."""
+    """`{"prompt", "count"}` from the original web UI, with no message_id either: given an id
+    (queued again once), then N PNGs with their recipe and one JSON."""
     folder = worker_settings.images_dir
     done_before = jobs_total("done")
-    await publish(
-        worker_settings.amqp_url, worker_settings.queue_name, b'{"prompt": "green dog", "count": 2}'
+    body = {"prompt": "green dog", "count": 2}
+    await asyncio.to_thread(
+        publish_bare, worker_settings.amqp_url, worker_settings.queue_name, body
     )
     async with running(consumer_for(worker_settings, loaded_model)):
         await wait_for(lambda: len(list(folder.glob("*.png"))) == 2, 60, "two images")

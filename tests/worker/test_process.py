@@ -1,6 +1,8 @@
 """`python -m sd_webui.worker` as a process: start-up failures, kill -9, SIGTERM, one-task mode."""
 
+import asyncio
 import json
+import re
 import signal
 import time
 import uuid
@@ -8,7 +10,15 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from worker_support import WorkerProcess, drain, job_files, publish, ready_count, wait_for
+from worker_support import (
+    WorkerProcess,
+    drain,
+    job_files,
+    publish,
+    publish_bare,
+    ready_count,
+    wait_for,
+)
 
 from sd_webui.settings import Settings
 
@@ -122,6 +132,36 @@ async def test_kill_9_mid_job_then_a_new_worker_does_it_exactly_once(
     assert await ready_count(worker_settings.amqp_url, worker_settings.queue_name) == 1
     assert await drain(worker_settings.amqp_url, worker_settings.dead_letter_queue) == []
     assert job_files(worker_settings.images_dir, following) == []
+
+
+async def test_a_message_without_any_id_is_redone_under_one_id_after_kill_9(
+    worker_settings: Settings, tmp_path: Path
+) -> None:
+    """A bare body with no `id` and no `message_id` is queued again with an id before it runs
+    (contract 2: a redelivery rewrites the same names), so a crash mid-job leaves one job."""
+    url, queue = worker_settings.amqp_url, worker_settings.queue_name
+    folder = worker_settings.images_dir
+    await asyncio.to_thread(publish_bare, url, queue, SLOW_JOB)
+    first = WorkerProcess(worker_settings, tmp_path / "first.log")
+    stamped = re.compile(r"queued again as job ([0-9a-f]{32})")
+
+    async def holding_the_stamped_copy() -> bool:
+        assert first.process.poll() is None, first.log
+        return bool(stamped.search(first.log)) and await ready_count(url, queue) == 0
+
+    try:
+        await wait_for(holding_the_stamped_copy, 90, "the worker to stamp and take the job")
+        job_id = stamped.search(first.log)[1]
+        assert job_files(folder, job_id) == []
+    finally:
+        first.kill()
+
+    second = WorkerProcess(worker_settings, tmp_path / "second.log", EXIT_AFTER_ONE_TASK="1")
+    assert await second.wait(120) == 0, second.log
+    _assert_whole_job(folder, job_id, count=2)
+    assert sorted(path.name for path in folder.iterdir()) == job_files(folder, job_id)
+    assert "queued again" not in second.log  # the redelivered copy kept its id
+    assert await ready_count(url, queue) == 0
 
 
 async def test_sigterm_mid_job_finishes_it_and_exits_0(

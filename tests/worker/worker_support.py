@@ -12,13 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import pika
 import pytest
 
 from sd_webui.broker import declare_queues
+from sd_webui.events import EventEmitter
 from sd_webui.settings import Settings
 from sd_webui.worker.consumer import Consumer
+from sd_webui.worker.pipeline import LoadedModel
+from sd_webui.worker.runner import JobRunner
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def consumer_for(settings: Settings, model: LoadedModel, **options: EventEmitter) -> Consumer:
+    """A consumer of `settings`' queue running jobs on the already loaded model."""
+    return Consumer(settings, JobRunner(model, settings.images_dir), **options)
 
 
 @asynccontextmanager
@@ -46,6 +55,19 @@ async def publish(
             aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties),
             routing_key=queue_name,
         )
+
+
+def publish_bare(amqp_url: str, queue_name: str, body: dict[str, Any]) -> None:
+    """Publish as the original web UI did: JSON body, persistent, no `message_id` (pika sets no
+    properties of its own; aio-pika would add a random `message_id`)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue_name, durable=True)
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        channel.basic_publish("", queue_name, json.dumps(body).encode(), properties)
+    finally:
+        connection.close()
 
 
 async def ready_count(amqp_url: str, queue_name: str) -> int:
