@@ -121,10 +121,16 @@ def with_ahead(card: JobCard) -> JobCard:
     return dataclasses.replace(card, ahead=max(0, card.waiting_then - started))
 
 
-def new_cards(jobs: tuple[Job, ...]) -> list[JobCard]:
-    """Cards for the jobs of one press, newest first, already up to date with the registry."""
+async def waiting_now() -> int | None:
+    """Jobs in the RabbitMQ queue at this moment (one passive declare); None in embedded mode,
+    where the queue itself knows each job's place, or when the broker cannot say."""
     stats = get_queue_stats()
-    waiting = stats.latest.waiting if stats is not None else None
+    return None if stats is None else (await stats.refresh()).waiting
+
+
+def new_cards(jobs: tuple[Job, ...], waiting: int | None) -> list[JobCard]:
+    """Cards for the jobs of one press, newest first, already up to date with the registry;
+    `waiting`: the jobs in the queue just before they were published."""
     starts = start_counter().count
     registry = get_hub().registry
     cards = []
@@ -178,9 +184,10 @@ class JobsState(rx.State):
 
     async def _send(self, prompt: str, count: int, in_parallel: bool, **options) -> Submitted:
         """Submit under this session's limit; the new jobs get cards and are remembered."""
+        waiting = await waiting_now()
         outcome = await submit(prompt, count, in_parallel, pending=self.pending, **options)
         if outcome.jobs:
-            self.jobs = (new_cards(outcome.jobs) + self.jobs)[:MAX_CARDS]
+            self.jobs = (new_cards(outcome.jobs, waiting) + self.jobs)[:MAX_CARDS]
             bodies = [json.loads(job.body()) for job in reversed(outcome.jobs)]
             self.submitted = json.dumps((bodies + self._bodies())[:MAX_CARDS])
         return outcome

@@ -55,14 +55,20 @@ class QueueStats:
         """Poll until cancelled (a lifespan task)."""
         try:
             while True:
-                snapshot = await self.poll()
-                self.latest = snapshot
-                self._updated.set()
-                self._updated = asyncio.Event()
+                await self.refresh()
                 await asyncio.sleep(self.interval)
         finally:
             if self._connection is not None:
                 await close_quietly(self._connection)
+
+    async def refresh(self) -> QueueSnapshot:
+        """Poll now and share what was seen: a Generate press wants the count of this moment
+        (its jobs' place in line), not one up to POLL_INTERVAL_S old."""
+        snapshot = await self.poll()
+        self.latest = snapshot
+        self._updated.set()
+        self._updated = asyncio.Event()
+        return snapshot
 
     async def poll(self) -> QueueSnapshot:
         """One passive declare; an unknown snapshot (and a fresh channel next time) on error.
