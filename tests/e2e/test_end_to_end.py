@@ -36,9 +36,10 @@ def generate(page: Page, prompt: str, count: int, in_parallel: bool) -> None:
     if checkbox.is_checked() != in_parallel:
         checkbox.click()
     page.get_by_role("button", name="Generate").click()
-    expect(page.get_by_text("The task was added to the job queue")).to_be_visible(
-        timeout=TOAST_TIMEOUT_MS
-    )
+    # Exact text: an earlier press's toast may still be on screen.
+    images = "1 image" if count == 1 else f"{count} images"
+    added = page.get_by_text(f"The task was added to the job queue ({images}).")
+    expect(added).to_be_visible(timeout=TOAST_TIMEOUT_MS)
 
 
 def shown_jobs(page: Page, prompt: str) -> list[str]:

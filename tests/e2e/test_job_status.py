@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 MAX_PENDING = 3
 STEPS, SIDE, BIG = 4, 256, 1024
+LONG_STEPS = 50  # at 1024x1024: long enough to press Cancel while it runs
 TOAST_MS = 15_000
 HEADER_MS = 20_000  # the header follows the one poll per process (every 3 s)
 WORKER_MS = 180_000  # a worker process starting, model load included, on busy cores
@@ -151,6 +152,16 @@ def card(page: Page, job_id: str):
     return page.locator(f'.job-card[data-job="{job_id}"]')
 
 
+def steps_shown(seen: list[dict], steps: int, job_id: str | None = None) -> set[int]:
+    """Every k of "Step k of `steps`" that the recorded cards showed (of one job, or of any)."""
+    pattern = re.compile(rf"Step (\d+) of {steps}\b")
+    return {
+        int(match[1])
+        for entry in seen
+        if job_id in (None, entry["job"]) and (match := pattern.search(entry["text"]))
+    }
+
+
 def pixels(path: Path) -> tuple[tuple[int, int], bytes]:
     with Image.open(path) as image:
         return image.size, image.convert("RGB").tobytes()
@@ -234,6 +245,15 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluste
         expect(page.locator(".job-card", has_text="status dog")).to_have_count(3)
         again = cards(page, "status dog")[0]
         expect(card(page, again)).to_have_attribute("data-state", "done", timeout=JOB_MS)
+
+        # A running job, cancelled from its card, stops at its next step and writes nothing.
+        generate(page, "status long", steps=LONG_STEPS, side=BIG)
+        expect(page.locator(".job-card", has_text="status long")).to_have_count(1)
+        (stopped_id,) = cards(page, "status long")
+        stopped = card(page, stopped_id)
+        expect(stopped).to_contain_text(f"of {LONG_STEPS}", timeout=JOB_MS)
+        stopped.get_by_role("button", name="Cancel").click()
+        expect(stopped).to_have_attribute("data-state", "cancelled", timeout=JOB_MS)
     finally:
         worker.kill()
     expect(page.locator("#worker-count")).to_have_text("0", timeout=HEADER_MS)
@@ -242,15 +262,16 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluste
     assert pixels(cluster.images / f"{first}-1.png") == pixels(cluster.images / f"{again}-1.png")
     assert sorted(path.name for path in cluster.images.glob(f"{cancelled_id}*")) == []
     assert f"job {cancelled_id} count=1" in worker.log and "outcome=cancelled" in worker.log
+    assert sorted(path.name for path in cluster.images.glob(f"*{stopped_id}*")) == []
+    assert worker.log.count("outcome=cancelled") == 2, worker.log
 
     # The cards moved through every state, the progress bar moved, and the title followed.
     seen = page.evaluate("window.__cards")
     states = [entry["state"] for entry in seen if entry["job"] == first]
     assert states.index("queued") < states.index("running") < states.index("done"), states
-    steps = {
-        re.search(r"Step \d of 4", entry["text"])[0] for entry in seen if "Step " in entry["text"]
-    }
-    assert len(steps) >= 2, steps
+    assert len(steps_shown(seen, STEPS)) >= 2, seen
+    stopped_at = steps_shown(seen, LONG_STEPS, stopped_id)
+    assert stopped_at and max(stopped_at) < LONG_STEPS, stopped_at  # it really was running
     assert any(re.fullmatch(r"\[\d+%\] Stable Diffusion", entry["title"]) for entry in seen)
     assert page.title() == "Stable Diffusion"
     for job_id in (first, second, again):
@@ -263,5 +284,10 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluste
 
     # A reload in the same tab keeps every card, restored from the process's registry.
     page.reload()
-    for job_id, state in ((first, "done"), (second, "done"), (cancelled_id, "cancelled")):
+    for job_id, state in (
+        (first, "done"),
+        (second, "done"),
+        (cancelled_id, "cancelled"),
+        (stopped_id, "cancelled"),
+    ):
         expect(card(page, job_id)).to_have_attribute("data-state", state)

@@ -9,11 +9,11 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from tests.web.conftest import HARNESS_GALLERY_SIZE, ROOT, run_async, write_image
+from tests.worker.worker_support import drain
 
 pytestmark = pytest.mark.browser
 
@@ -32,21 +32,12 @@ PROMPTS = [
 ]
 
 
-def drain(url: str, queue: str) -> list[dict]:
-    """The bodies of every message now in `queue` (acknowledged), with their properties."""
-
-    async def run() -> list[dict]:
-        connection = await aio_pika.connect(url)
-        async with connection:
-            channel = await connection.channel()
-            source = await channel.declare_queue(queue, durable=True)
-            found = []
-            while (message := await source.get(fail=False)) is not None:
-                await message.ack()
-                found.append({**json.loads(message.body), "_message_id": message.message_id})
-            return found
-
-    return run_async(run())
+def taken_bodies(url: str, queue: str) -> list[dict]:
+    """The bodies of every message now in `queue` (acknowledged), with their message ids."""
+    return [
+        {**json.loads(message.body), "_message_id": message.message_id}
+        for message in run_async(drain(url, queue))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +78,7 @@ def shown(page: Page) -> list[str]:
 
 
 def test_generate_publishes_clears_and_refocuses(page: Page, amqp_url: str, web_queue: str) -> None:
-    drain(amqp_url, web_queue)
+    taken_bodies(amqp_url, web_queue)
     prompt = page.get_by_placeholder("Yellow submarine")
     prompt.fill("green dog")
     page.get_by_role("slider").focus()
@@ -98,25 +89,25 @@ def test_generate_publishes_clears_and_refocuses(page: Page, amqp_url: str, web_
     expect(prompt).to_have_value("")
     expect(page.get_by_text("Number of images: 1")).to_be_visible()
     expect(prompt).to_be_focused()
-    bodies = drain(amqp_url, web_queue)
+    bodies = taken_bodies(amqp_url, web_queue)
     assert [(body["prompt"], body["count"]) for body in bodies] == [("green dog", 1)] * 2
     assert all(body["_message_id"] == body["id"] for body in bodies)
 
 
 def test_one_job_of_n_when_not_in_parallel(page: Page, amqp_url: str, web_queue: str) -> None:
-    drain(amqp_url, web_queue)
+    taken_bodies(amqp_url, web_queue)
     page.get_by_placeholder("Yellow submarine").fill("blue cat")
     page.get_by_role("slider").focus()
     page.keyboard.press("End")
     page.get_by_role("checkbox").click()
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_text("The task was added to the job queue (4 images).")).to_be_visible()
-    (body,) = drain(amqp_url, web_queue)
+    (body,) = taken_bodies(amqp_url, web_queue)
     assert (body["prompt"], body["count"]) == ("blue cat", 4)
 
 
 def test_stop_list_warns_and_publishes_nothing(page: Page, amqp_url: str, web_queue: str) -> None:
-    drain(amqp_url, web_queue)
+    taken_bodies(amqp_url, web_queue)
     prompt = page.get_by_placeholder("Yellow submarine")
     prompt.fill("sex on the beach")
     page.get_by_role("button", name="Generate").click()
@@ -127,7 +118,7 @@ def test_stop_list_warns_and_publishes_nothing(page: Page, amqp_url: str, web_qu
     prompt.fill("Essex countryside")
     prompt.press("Enter")
     expect(page.get_by_text("The task was added to the job queue (1 image).")).to_be_visible()
-    assert [body["prompt"] for body in drain(amqp_url, web_queue)] == ["Essex countryside"]
+    assert [body["prompt"] for body in taken_bodies(amqp_url, web_queue)] == ["Essex countryside"]
 
 
 SOCKET_IO_EVENT = re.compile(r"^(42(?:/[^,\[]*,)?\d*)(\[.*)$", re.DOTALL)
@@ -163,14 +154,14 @@ def crafting(page: Page, handler: str, value: object) -> None:
 def test_crafted_events_are_refused_on_the_server(
     page: Page, amqp_url: str, web_queue: str, handler: str, value: object, says: str
 ) -> None:
-    drain(amqp_url, web_queue)
+    taken_bodies(amqp_url, web_queue)
     crafting(page, handler, value)
     page.get_by_placeholder("Yellow submarine").fill("green dog")
     page.get_by_role("slider").focus()
     page.keyboard.press("ArrowRight")
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_text(re.compile("Not sent, the job is invalid: .*" + says))).to_be_visible()
-    assert drain(amqp_url, web_queue) == []
+    assert taken_bodies(amqp_url, web_queue) == []
 
 
 def test_new_and_deleted_images_reach_two_tabs_live(

@@ -2,20 +2,19 @@
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from events_support import EventLog, delete_event_names, following, with_event_names
+from events_support import EventLog
 from PIL import Image
 from prometheus_client import REGISTRY
-from worker_support import drain, job_files, publish, ready_count, running, wait_for
+from worker_support import consumer_for, drain, job_files, publish, ready_count, running, wait_for
 
 from sd_webui.jobs import Job
 from sd_webui.settings import Settings
 from sd_webui.worker.batching import batch_key, batches
-from sd_webui.worker.consumer import ATTEMPT_HEADER, ERROR_HEADER, MAX_ATTEMPTS, Consumer
+from sd_webui.worker.consumer import ATTEMPT_HEADER, ERROR_HEADER, MAX_ATTEMPTS
 from sd_webui.worker.pipeline import LoadedModel
 from sd_webui.worker.runner import JobRunner
 
@@ -63,20 +62,9 @@ def jobs_total(outcome: str) -> float:
 
 
 @pytest.fixture
-async def settings(worker_settings: Settings) -> AsyncIterator[Settings]:
-    named = with_event_names(worker_settings.model_copy(update={"batch_jobs": 3}))
-    yield named
-    await delete_event_names(named)
-
-
-@pytest.fixture
-async def events(settings: Settings) -> AsyncIterator[EventLog]:
-    async with following(settings) as log:
-        yield log
-
-
-def consumer_for(settings: Settings, model: LoadedModel) -> Consumer:
-    return Consumer(settings, JobRunner(model, settings.images_dir))
+def settings(settings: Settings) -> Settings:
+    """The worker's settings with events, taking up to three compatible jobs per call."""
+    return settings.model_copy(update={"batch_jobs": 3})
 
 
 async def publish_jobs(settings: Settings, *recipes: dict[str, object]) -> list[str]:

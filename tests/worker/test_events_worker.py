@@ -3,41 +3,22 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
 import pytest
-from events_support import EventLog, delete_event_names, following, with_event_names
-from worker_support import drain, job_files, publish, ready_count, running, wait_for
+from events_support import EventLog
+from worker_support import consumer_for, drain, job_files, publish, ready_count, running, wait_for
 
 from sd_webui.cancellation import CancelPublisher
 from sd_webui.embedded import EmbeddedQueue, ModelStatus
 from sd_webui.events import EventEmitter, EventHub, worker_name
 from sd_webui.jobs import Job
 from sd_webui.settings import Settings
-from sd_webui.worker.consumer import MAX_ATTEMPTS, Consumer
+from sd_webui.worker.consumer import MAX_ATTEMPTS
 from sd_webui.worker.pipeline import LoadedModel
-from sd_webui.worker.runner import JobRunner
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def settings(worker_settings: Settings) -> AsyncIterator[Settings]:
-    named = with_event_names(worker_settings)
-    yield named
-    await delete_event_names(named)
-
-
-@pytest.fixture
-async def events(settings: Settings) -> AsyncIterator[EventLog]:
-    async with following(settings) as log:
-        yield log
-
-
-def consumer_for(settings: Settings, model: LoadedModel, **options: EventEmitter) -> Consumer:
-    return Consumer(settings, JobRunner(model, settings.images_dir), **options)
 
 
 async def publish_job(settings: Settings, **fields: object) -> str:
