@@ -5,7 +5,7 @@ REFLEX := source scripts/reflex-env.sh && $(BIN)/reflex
 DEMO_MODEL := .cache/demo-model
 PORT ?= 3000
 
-.PHONY: install run demo-model demo worker test lint format bench
+.PHONY: install run demo-model demo worker test screenshots lint format bench
 
 install:  ## venv, torch (CPU), the project, bun, Chromium
 	scripts/setup.sh
@@ -32,6 +32,9 @@ format:
 
 test: install lint  ## installs everything, then lint and the whole test suite
 	source scripts/reflex-env.sh && $(BIN)/pytest
+
+screenshots: install  ## the browser tests, saving their screenshots into docs/
+	source scripts/reflex-env.sh && SCREENSHOT_DIR=docs $(BIN)/pytest tests/web/test_web_browser.py tests/e2e/test_job_status.py
 
 bench: install
 	$(BIN)/python bench/gallery.py

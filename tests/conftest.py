@@ -96,6 +96,15 @@ def queue_name(amqp_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests save their screenshots: `SCREENSHOT_DIR` (`make screenshots`
+    sets docs/), else a temporary folder, so that a test run changes no tracked file."""
+    if folder := os.environ.get("SCREENSHOT_DIR"):
+        return Path(folder).resolve()
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion folder, loaded through the same path as a real model."""
     from sd_webui.demo_model import build_demo_model

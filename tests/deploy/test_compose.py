@@ -87,6 +87,16 @@ def test_rabbitmq_with_management_ui_and_healthcheck() -> None:
     assert any(volume.endswith(":/var/lib/rabbitmq") for volume in rabbitmq["volumes"])
 
 
+def test_rabbitmq_lets_a_long_job_finish_before_redelivering_it() -> None:
+    """A job is acknowledged after its files: the 30-minute default ack timeout is raised."""
+    document = compose()
+    (config,) = document["services"]["rabbitmq"]["configs"]
+    assert config["target"].startswith("/etc/rabbitmq/conf.d/")
+    content = document["configs"][config["source"]]["content"]
+    (timeout,) = re.findall(r"^consumer_timeout = (\d+)$", content, re.MULTILINE)
+    assert int(timeout) >= 2 * 3600 * 1000
+
+
 def test_web_and_workers_share_the_images_volume_and_wait_for_the_broker() -> None:
     document = interpolate(compose(), ENV)
     services = document["services"]

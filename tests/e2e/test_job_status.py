@@ -25,8 +25,6 @@ from tests.worker.worker_support import WorkerProcess, drain, ready_count
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
 MAX_PENDING = 3
 STEPS, SIDE, BIG = 4, 256, 1024
 LONG_STEPS = 50  # at 1024x1024: long enough to press Cancel while it runs
@@ -180,7 +178,9 @@ def test_the_session_limit(page: Page, cluster: Cluster) -> None:
     run_async(drain(url, queue))
 
 
-def test_a_failing_generation_shows_its_reason(page: Page, cluster: Cluster) -> None:
+def test_a_failing_generation_shows_its_reason(
+    page: Page, cluster: Cluster, screenshot_dir: Path
+) -> None:
     not_a_folder = cluster.folder / "images-is-a-file"
     not_a_folder.write_text("")
     worker = cluster.worker("failing", images_dir=not_a_folder)
@@ -191,7 +191,7 @@ def test_a_failing_generation_shows_its_reason(page: Page, cluster: Cluster) -> 
         failed = card(page, job_id)
         expect(failed).to_have_attribute("data-state", "failed", timeout=WORKER_MS)
         expect(failed.locator(".job-error")).to_contain_text("FileExistsError")
-        page.screenshot(path=DOCS / "job-cards-failed.png")
+        page.screenshot(path=screenshot_dir / "job-cards-failed.png")
         failed.get_by_role("button", name="Retry").click()
         expect(page.locator(".job-card", has_text="doomed cat")).to_have_count(2)
         (retry_id, _) = cards(page, "doomed cat")
@@ -202,7 +202,9 @@ def test_a_failing_generation_shows_its_reason(page: Page, cluster: Cluster) -> 
     run_async(drain(cluster.settings.amqp_url or "", cluster.settings.queue_name))
 
 
-def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluster: Cluster) -> None:
+def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(
+    page: Page, cluster: Cluster, screenshot_dir: Path
+) -> None:
     page.evaluate(RECORD_CARDS)
     expect(page.locator("#worker-count")).to_have_text("0")
 
@@ -216,7 +218,7 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluste
     first, second = reversed(cards(page, "status dog"))
     expect(card(page, first)).to_contain_text("Next in the queue.")
     expect(card(page, second)).to_contain_text("1 job ahead of it.")
-    page.screenshot(path=DOCS / "job-cards-queued.png")
+    page.screenshot(path=screenshot_dir / "job-cards-queued.png")
     card(page, cancelled_id).get_by_role("button", name="Cancel").click()
     expect(card(page, cancelled_id)).to_contain_text("Cancelling")
 
@@ -226,7 +228,7 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluste
         running = page.locator('.job-card[data-state="running"]')
         expect(running.get_by_role("progressbar")).to_be_visible(timeout=WORKER_MS)
         expect(running).to_contain_text(re.compile(r"Step [1-4] of 4"))
-        page.screenshot(path=DOCS / "job-cards-running.png")
+        page.screenshot(path=screenshot_dir / "job-cards-running.png")
         for job_id in (first, second):
             expect(card(page, job_id)).to_have_attribute("data-state", "done", timeout=JOB_MS)
             image = page.locator(f'img[data-job="{job_id}"]')
@@ -239,8 +241,10 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(page: Page, cluste
         # "Reuse settings" on the first image, then Generate: the very same pixels.
         page.locator(f'img[data-job="{first}"]').click()
         page.get_by_role("button", name="Reuse settings").click()
+        # Waits for the reused values to arrive: the last press before was 256 wide, unseeded.
+        expect(page.locator("#width")).to_have_value(str(BIG))
+        expect(page.locator("#seed")).to_have_value(re.compile(r"^\d+$"))
         expect(page.locator("#steps")).to_have_value(str(STEPS))
-        assert page.locator("#seed").input_value().isdigit()
         page.get_by_role("button", name="Generate").click()
         expect(page.locator(".job-card", has_text="status dog")).to_have_count(3)
         again = cards(page, "status dog")[0]

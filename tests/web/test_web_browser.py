@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
-from tests.web.conftest import HARNESS_GALLERY_SIZE, ROOT, run_async, write_image
+from tests.web.conftest import HARNESS_GALLERY_SIZE, run_async, write_image
 from tests.worker.worker_support import drain
 
 pytestmark = pytest.mark.browser
@@ -304,14 +304,14 @@ def test_nothing_outside_the_folder_is_reachable(
 
 
 @pytest.mark.parametrize(("name", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
-def test_screenshots(page: Page, name: str, viewport: dict[str, int]) -> None:
+def test_screenshots(page: Page, name: str, viewport: dict[str, int], screenshot_dir: Path) -> None:
     page.set_viewport_size(viewport)
     page.mouse.move(0, 0)
     page.wait_for_function(
         "() => [...document.querySelectorAll('img[data-name]')]"
         ".slice(0, 4).every(img => img.complete && img.naturalWidth > 0)"
     )
-    target = ROOT / "docs" / f"screenshot-{name}.png"
+    target = screenshot_dir / f"screenshot-{name}.png"
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
     assert os.access(target, os.R_OK)
