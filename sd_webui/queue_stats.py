@@ -44,6 +44,7 @@ class QueueStats:
         self._updated = asyncio.Event()
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._polling = asyncio.Lock()  # the loop and Generate presses share one connection
 
     async def next(self) -> QueueSnapshot:
         """The snapshot after the one in `latest` (sessions await this in a loop)."""
@@ -76,6 +77,10 @@ class QueueStats:
         A plain connection, reopened here when lost: a robust channel would answer a repeated
         declare from its cache, never showing a new count.
         """
+        async with self._polling:
+            return await self._poll()
+
+    async def _poll(self) -> QueueSnapshot:
         try:
             async with asyncio.timeout(self.interval):
                 if self._connection is None or self._connection.is_closed:

@@ -204,6 +204,29 @@ async def test_queue_stats_follow_a_consumer_starting_and_stopping(settings: Set
         task.cancel()
 
 
+async def test_a_refresh_sees_the_queue_of_this_moment(settings: Settings) -> None:
+    """A Generate press reads the queue now (its jobs' place in line), even while the loop polls
+    at the same time: one shared connection, every answer current, shared through `latest`."""
+    stats = QueueStats(settings.amqp_url or "", settings.queue_name, interval=60)
+    task = asyncio.create_task(stats.run())  # polls once now, then not for a minute
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(settings.queue_name, durable=True)
+            for count in (1, 2, 3):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"{}"), routing_key=settings.queue_name
+                )
+                seen = await asyncio.gather(*(stats.refresh() for _ in range(4)))
+                assert [snapshot.waiting for snapshot in seen] == [count] * 4
+                assert stats.latest.waiting == count
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def until_stats(stats: QueueStats, waiting: int, workers: int) -> None:
     try:
         async with asyncio.timeout(10):
