@@ -1,7 +1,6 @@
 """SD_DTYPE and SD_TINY_VAE through the worker's own path, on the tiny demo model."""
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -132,10 +131,9 @@ async def test_an_unsupported_dtype_stops_the_worker_at_start_up(
     demo_model: Path, tmp_path: Path
 ) -> None:
     settings = Settings(amqp_url="amqp://guest:guest@127.0.0.1:1/", sd_model=str(demo_model))
-    started = time.monotonic()
     worker = WorkerProcess(settings, tmp_path / "worker.log", SD_DTYPE="float16")
-    assert await worker.wait(60) == 1
-    assert time.monotonic() - started < 30
+    assert await worker.wait(120) == 1
+    assert "loaded" not in worker.log  # refused before the model was loaded
     errors = [line for line in worker.log.splitlines() if " ERROR " in line]
     assert len(errors) == 1, worker.log
     assert "SD_DTYPE=float16 is not usable on cpu" in errors[0]
