@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
+RECONNECT_MAX_DELAY_S = 30.0
 
 
 class QueueUnavailable(RuntimeError):
@@ -35,6 +36,27 @@ async def connect(url: str) -> AbstractRobustConnection:
         await connection.close()
         raise
     return connection
+
+
+async def connect_when_up(
+    url: str, who: str, stop: asyncio.Event | None = None
+) -> AbstractRobustConnection | None:
+    """`connect`, retried until the broker answers (it may start after us): waits of 1 s,
+    doubling up to RECONNECT_MAX_DELAY_S, each failure logged as `who`. Returns None if `stop`
+    is set first; without `stop` it tries until cancelled."""
+    delay = 1.0
+    while stop is None or not stop.is_set():
+        try:
+            return await connect(url)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+            log.warning("%s: broker unreachable (%r); retrying in %.0f s", who, error, delay)
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+    return None
 
 
 async def close_quietly(connection: aio_pika.abc.AbstractConnection) -> None:

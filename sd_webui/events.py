@@ -27,7 +27,7 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sd_webui.broker import CLOSE_TIMEOUT_S, close_quietly, connect
+from sd_webui.broker import CLOSE_TIMEOUT_S, close_quietly, connect_when_up
 from sd_webui.cancellation import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -165,15 +165,8 @@ class EventSubscriber:
 
     async def run(self) -> None:
         """Feed the hub until cancelled (a lifespan task)."""
-        delay = 1.0
-        while True:
-            try:
-                connection = await connect(self.url)
-                break
-            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
-                log.warning("events: broker unreachable (%r); retrying in %.0f s", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        connection = await connect_when_up(self.url, "events")
+        assert connection is not None  # without `stop`, it returns only once connected
         queue: AbstractQueue | None = None
         try:
             channel = await connection.channel()
@@ -228,14 +221,8 @@ class EventEmitter:
         self._opener = self._loop.create_task(self._open())
 
     async def _open(self) -> None:
-        delay = 1.0
-        while self._connection is None:
-            try:
-                self._connection = await connect(self.url)
-            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
-                log.warning("events: broker unreachable (%r); jobs run on without events", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        self._connection = await connect_when_up(self.url, "events (jobs run on without them)")
+        assert self._connection is not None  # without `stop`, it returns only once connected
         try:
             channel = await self._connection.channel(publisher_confirms=False)
             self._exchange = await declare_events_exchange(channel, self.exchange_name)
@@ -278,7 +265,7 @@ class EventEmitter:
         if self._pending:
             await asyncio.wait(self._pending, timeout=EMIT_TIMEOUT_S)
         if self._connection is not None:
-            await self._connection.close()
+            await close_quietly(self._connection)
 
 
 def step_reporter(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
-from sd_webui.broker import connect, declare_queues
+from sd_webui.broker import connect_when_up, declare_queues
 from sd_webui.cancellation import CancelWatcher, JobCancelled
 from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
 from sd_webui.jobs import InvalidJob, Job, decode_job, is_job_id, new_job_id, parse_job
@@ -39,7 +39,6 @@ MAX_ATTEMPTS = 3
 ATTEMPT_HEADER = "x-attempt"
 ERROR_HEADER = "x-error"
 MAX_ERROR_CHARS = 1000
-RECONNECT_MAX_DELAY_S = 30.0
 # Exit status when SHUTDOWN_GRACE_S ran out: the job in hand went back to the queue.
 EXIT_UNFINISHED = 1
 # BATCH_JOBS > 1: how long the first waiting message waits for others to join its batch.
@@ -123,7 +122,9 @@ class Consumer:
             loop.add_signal_handler(signum, self.stop)
         await self.events.start()
         try:
-            self._connection = await self._connect()
+            self._connection = await connect_when_up(
+                self.settings.amqp_url or "", "jobs", self._stop
+            )
             if self._connection is None:
                 return 0
             async with self._connection:
@@ -132,20 +133,6 @@ class Consumer:
             await self.events.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-
-    async def _connect(self) -> AbstractRobustConnection | None:
-        """Wait for the broker (it may start after the worker); None if stopped meanwhile."""
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                return await connect(self.settings.amqp_url or "")
-            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
-                log.warning("broker unreachable (%r); retrying in %.0f s", error, delay)
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-        return None
 
     async def _consume(self, connection: AbstractRobustConnection) -> int:
         self._channel = await connection.channel(publisher_confirms=True)
