@@ -22,6 +22,12 @@ class ModelUnavailable(RuntimeError):
     """The model cannot be loaded; `str()` is the one line the worker prints before exiting."""
 
 
+def first_line(error: BaseException) -> str:
+    """What a loading error says in one line (from_pretrained's run to many), else its repr."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """What to pass to `from_pretrained`: the folder or hub id, and whether to stay offline."""

@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderTiny, DiffusionPipeline
 
 from sd_webui.settings import Settings
-from sd_webui.worker.model_source import ModelUnavailable
+from sd_webui.worker.model_source import ModelUnavailable, first_line
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
@@ -69,10 +69,9 @@ def load_tiny_vae(model: str, device: str, dtype: torch.dtype) -> AutoencoderTin
     try:
         vae = AutoencoderTiny.from_pretrained(model, torch_dtype=dtype)
     except Exception as error:  # a missing or broken folder fails in many ways; all mean the same
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ModelUnavailable(
-            f"SD_TINY_VAE_MODEL={model} could not be loaded ({reason}); set it to a local "
-            "AutoencoderTiny folder or a cached hub id, or set SD_TINY_VAE=0"
+            f"SD_TINY_VAE_MODEL={model} could not be loaded ({first_line(error)}); set it to a "
+            "local AutoencoderTiny folder or a cached hub id, or set SD_TINY_VAE=0"
         ) from error
     return vae.to(device)
 

@@ -16,7 +16,7 @@ from transformers.utils import logging as transformers_logging
 from sd_webui.jobs import MAX_COUNT, Job
 from sd_webui.settings import Settings
 from sd_webui.worker.batching import batch_key
-from sd_webui.worker.model_source import FIX, ModelSource, ModelUnavailable
+from sd_webui.worker.model_source import FIX, ModelSource, ModelUnavailable, first_line
 from sd_webui.worker.optimize import prepare_pipeline, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,8 @@ def load_pipeline(settings: Settings, source: ModelSource) -> LoadedModel:
             source.name, dtype=dtype, local_files_only=source.local_files_only
         )
     except Exception as error:  # a broken folder fails in many ways; all mean "fix SD_MODEL"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ModelUnavailable(
-            f"SD_MODEL={settings.sd_model} could not be loaded ({reason}); " + FIX
+            f"SD_MODEL={settings.sd_model} could not be loaded ({first_line(error)}); " + FIX
         ) from error
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
