@@ -23,7 +23,7 @@ from sd_webui.components.model_status import model_status
 from sd_webui.components.navbar import navbar
 from sd_webui.components.prompt_bar import prompt_bar
 from sd_webui.events import EventSubscriber, get_hub
-from sd_webui.gallery import TEMP_SUFFIXES, get_gallery
+from sd_webui.gallery import get_gallery
 from sd_webui.job_state import JobsState, start_counter
 from sd_webui.logs import configure_logging
 from sd_webui.publishing import close_sink, get_embedded_queue, get_sink
@@ -40,11 +40,10 @@ def servable(folder: Path, name: str) -> Path | None:
     """The file `name` directly inside `folder`, or None for anything that escapes it.
 
     `..` (plain or URL-encoded, already decoded by the router), absolute paths, nested paths and
-    symlinks resolving outside the folder all give None, as do temp and non-image files.
+    symlinks resolving outside the folder all give None, as do hidden temporary files and
+    anything but `.png` and `.json` (so `.tmp`, `.part` and `~` names too).
     """
     if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(SERVED_SUFFIXES):
-        return None
-    if name.endswith(TEMP_SUFFIXES):
         return None
     path = (folder / name).resolve()
     return path if path.parent == folder and path.is_file() else None
