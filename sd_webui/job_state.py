@@ -39,9 +39,9 @@ class StartCounter:
     """How many jobs any worker has started since this process began (a hub listener).
 
     With RabbitMQ the app cannot see where a job stands in the queue, so a card counts down
-    from the queue length when it was published (the last poll's figure, plus the jobs of the
-    same press before it) by every first start seen since: an estimate, exact when one app and
-    its workers are alone on the queue and the poll is fresh.
+    from the queue length when it was published (read just before, plus the jobs of the same
+    press before it) by every first start seen since: an estimate, exact when one app and its
+    workers are alone on the queue.
     """
 
     def __init__(self) -> None:

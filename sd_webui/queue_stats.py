@@ -36,21 +36,14 @@ class QueueSnapshot:
 
 
 class QueueStats:
-    """Polls the queue; `latest` is always the newest snapshot, `next()` waits for the next."""
+    """Polls the queue; `latest` is always the newest snapshot (sessions read it)."""
 
     def __init__(self, url: str, queue_name: str, interval: float = POLL_INTERVAL_S) -> None:
         self.url, self.queue_name, self.interval = url, queue_name, interval
         self.latest = QueueSnapshot()
-        self._updated = asyncio.Event()
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._polling = asyncio.Lock()  # the loop and Generate presses share one connection
-
-    async def next(self) -> QueueSnapshot:
-        """The snapshot after the one in `latest` (sessions await this in a loop)."""
-        updated = self._updated
-        await updated.wait()
-        return self.latest
 
     async def run(self) -> None:
         """Poll until cancelled (a lifespan task)."""
@@ -65,11 +58,8 @@ class QueueStats:
     async def refresh(self) -> QueueSnapshot:
         """Poll now and share what was seen: a Generate press wants the count of this moment
         (its jobs' place in line), not one up to POLL_INTERVAL_S old."""
-        snapshot = await self.poll()
-        self.latest = snapshot
-        self._updated.set()
-        self._updated = asyncio.Event()
-        return snapshot
+        self.latest = await self.poll()
+        return self.latest
 
     async def poll(self) -> QueueSnapshot:
         """One passive declare; an unknown snapshot (and a fresh channel next time) on error.

@@ -16,6 +16,7 @@ from sd_webui.events import EventEmitter, EventHub, EventSubscriber, JobEvent, J
 from sd_webui.jobs import new_job_id
 from sd_webui.queue_stats import QueueStats
 from sd_webui.settings import Settings
+from tests.worker.worker_support import wait_for
 
 
 @pytest.fixture
@@ -228,12 +229,12 @@ async def test_a_refresh_sees_the_queue_of_this_moment(settings: Settings) -> No
 
 
 async def until_stats(stats: QueueStats, waiting: int, workers: int) -> None:
-    try:
-        async with asyncio.timeout(10):
-            while (stats.latest.waiting, stats.latest.workers) != (waiting, workers):
-                await stats.next()
-    except TimeoutError:
-        pytest.fail(f"stats stayed at {stats.latest}, expected {waiting} waiting, {workers}")
+    """Wait for the running poller's `latest` to show these figures."""
+    await wait_for(
+        lambda: (stats.latest.waiting, stats.latest.workers) == (waiting, workers),
+        10,
+        f"the stats to show {waiting} waiting and {workers} workers",
+    )
 
 
 async def test_queue_stats_are_unknown_without_a_broker() -> None:
