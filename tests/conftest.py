@@ -34,6 +34,13 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def unavailable(reason: str) -> None:
     """Under CI=true a missing service fails the run; elsewhere the test is skipped."""
     if IN_CI:

@@ -4,7 +4,6 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,16 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import chromium, unavailable
+from tests.conftest import chromium, free_port, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_START_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

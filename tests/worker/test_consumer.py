@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -28,6 +27,7 @@ from sd_webui.settings import Settings
 from sd_webui.worker.consumer import ATTEMPT_HEADER, ERROR_HEADER, MAX_ATTEMPTS
 from sd_webui.worker.health import serve_health
 from sd_webui.worker.pipeline import LoadedModel
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.broker
 
@@ -195,12 +195,6 @@ async def test_generation_error_is_retried_then_dead_lettered(
     assert dead.headers[ATTEMPT_HEADER] == MAX_ATTEMPTS
     assert "FileExistsError" in dead.headers[ERROR_HEADER]
     assert await ready_count(settings.amqp_url, settings.queue_name) == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_status(url: str) -> tuple[int, str]:
