@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from sd_webui.settings import Settings
-from tests.e2e.conftest import web_app
+from tests.e2e.conftest import TOAST_MS, generate, web_app
 from tests.worker.worker_support import WorkerProcess
 
 pytestmark = pytest.mark.browser
@@ -20,26 +20,6 @@ pytestmark = pytest.mark.browser
 # Generous: the first image includes the browser fetching it; a 512x512 job on the demo model
 # takes about a second on two busy cores.
 IMAGES_TIMEOUT_MS = 120_000
-TOAST_TIMEOUT_MS = 15_000
-
-
-def generate(page: Page, prompt: str, count: int, in_parallel: bool) -> None:
-    """Type, choose, press Generate, and wait for the success toast."""
-    page.get_by_placeholder("Yellow submarine").fill(prompt)
-    page.get_by_role("slider").focus()
-    # The slider shows the server's value: one key at a time, each waiting for its round trip.
-    for value in range(2, count + 1):
-        page.keyboard.press("ArrowRight")
-        expect(page.get_by_text(f"Number of images: {value}")).to_be_visible()
-    expect(page.get_by_text(f"Number of images: {count}")).to_be_visible()
-    checkbox = page.get_by_role("checkbox")
-    if checkbox.is_checked() != in_parallel:
-        checkbox.click()
-    page.get_by_role("button", name="Generate").click()
-    # Exact text: an earlier press's toast may still be on screen.
-    images = "1 image" if count == 1 else f"{count} images"
-    added = page.get_by_text(f"The task was added to the job queue ({images}).")
-    expect(added).to_be_visible(timeout=TOAST_TIMEOUT_MS)
 
 
 def shown_jobs(page: Page, prompt: str) -> list[str]:
@@ -121,7 +101,7 @@ def test_embedded_default_says_what_to_set_when_the_model_cannot_load(
     with web_app(tmp_path / "web.log", IMAGES_DIR=str(images_dir), SD_MODEL=str(missing)) as url:
         page.goto(url)
         status = page.locator("#model-status")
-        expect(status).to_contain_text("The model could not be loaded", timeout=TOAST_TIMEOUT_MS)
+        expect(status).to_contain_text("The model could not be loaded", timeout=TOAST_MS)
         expect(status).to_contain_text("set SD_MODEL")
         page.get_by_placeholder("Yellow submarine").fill("green dog")
         page.get_by_role("button", name="Generate").click()

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 from sd_webui.broker import declare_queues
 from sd_webui.settings import Settings
 from tests.conftest import delete_queues, run_async
-from tests.e2e.conftest import web_app
+from tests.e2e.conftest import TOAST_MS, added, generate, web_app
 from tests.worker.worker_support import WorkerProcess, drain, ready_count
 
 pytestmark = pytest.mark.browser
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.browser
 MAX_PENDING = 3
 STEPS, SIDE, BIG = 4, 256, 1024
 LONG_STEPS = 50  # at 1024x1024: long enough to press Cancel while it runs
-TOAST_MS = 15_000
 HEADER_MS = 20_000  # the header follows the one poll per process (every 3 s)
 WORKER_MS = 180_000  # a worker process starting, model load included, on busy cores
 JOB_MS = 120_000
@@ -111,32 +110,16 @@ def page(browser: Browser, cluster: Cluster) -> Iterator[Page]:
     context.close()
 
 
-ADDED = "The task was added to the job queue"
-
-
-def generate(
+def generate_small(
     page: Page,
     prompt: str,
     count: int = 1,
     steps: int = STEPS,
     side: int = SIDE,
-    says: str = ADDED,
+    says: str | None = None,
 ) -> None:
-    """Fill the prompt bar and the Advanced panel, press Generate, see the toast say `says`."""
-    page.get_by_placeholder("Yellow submarine").fill(prompt)
-    page.get_by_role("slider").focus()
-    page.keyboard.press("Home")
-    expect(page.get_by_text("Number of images: 1")).to_be_visible()
-    for value in range(2, count + 1):
-        page.keyboard.press("ArrowRight")
-        expect(page.get_by_text(f"Number of images: {value}")).to_be_visible()
-    if not page.locator("#steps").is_visible():
-        page.get_by_role("button", name="Advanced").click()
-    for field, value in (("steps", steps), ("width", side), ("height", side)):
-        page.locator(f"#{field}").fill(str(value))
-    page.get_by_role("button", name="Generate").click()
-    toast = page.locator("[data-sonner-toast]").first  # the newest
-    expect(toast).to_contain_text(says, timeout=TOAST_MS)
+    """`generate` with this module's small jobs: `steps` steps at `side` x `side`."""
+    generate(page, prompt, count, says=says, steps=steps, width=side, height=side)
 
 
 def cards(page: Page, prompt: str) -> list[str]:
@@ -167,13 +150,13 @@ def pixels(path: Path) -> tuple[tuple[int, int], bytes]:
 
 def test_the_session_limit(page: Page, cluster: Cluster) -> None:
     url, queue = cluster.settings.amqp_url or "", cluster.settings.queue_name
-    generate(page, "limit fox", count=2, says=f"{ADDED} (2 images)")
+    generate_small(page, "limit fox", count=2, says=added(2))
     expect(page.locator("#queue-length")).to_have_text("2", timeout=HEADER_MS)
     limit = f"you have 2 unfinished jobs and at most {MAX_PENDING} may wait or run at a time"
-    generate(page, "limit owl", count=2, says=limit)
+    generate_small(page, "limit owl", count=2, says=limit)
     assert cards(page, "limit owl") == []
     assert run_async(ready_count(url, queue)) == 2  # nothing of the refused press was published
-    generate(page, "limit owl", says=f"{ADDED} (1 image)")
+    generate_small(page, "limit owl", says=added(1))
     expect(page.locator(".job-card", has_text="limit owl")).to_have_count(1)
     run_async(drain(url, queue))
 
@@ -185,7 +168,7 @@ def test_a_failing_generation_shows_its_reason(
     not_a_folder.write_text("")
     worker = cluster.worker("failing", images_dir=not_a_folder)
     try:
-        generate(page, "doomed cat", steps=1)
+        generate_small(page, "doomed cat", steps=1)
         expect(page.locator(".job-card", has_text="doomed cat")).to_have_count(1)
         (job_id,) = cards(page, "doomed cat")
         failed = card(page, job_id)
@@ -209,9 +192,9 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(
     expect(page.locator("#worker-count")).to_have_text("0")
 
     # Queued, with no worker: how many jobs are ahead, and a cancel before any worker exists.
-    generate(page, "status dog", count=2, side=BIG)
+    generate_small(page, "status dog", count=2, side=BIG)
     expect(page.locator("#queue-length")).to_have_text("2", timeout=HEADER_MS)
-    generate(page, "status doomed")
+    generate_small(page, "status doomed")
     expect(page.locator(".job-card", has_text="status doomed")).to_have_count(1)
     (cancelled_id,) = cards(page, "status doomed")
     expect(card(page, cancelled_id)).to_contain_text("2 jobs ahead of it.")
@@ -251,7 +234,7 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(
         expect(card(page, again)).to_have_attribute("data-state", "done", timeout=JOB_MS)
 
         # A running job, cancelled from its card, stops at its next step and writes nothing.
-        generate(page, "status long", steps=LONG_STEPS, side=BIG)
+        generate_small(page, "status long", steps=LONG_STEPS, side=BIG)
         expect(page.locator(".job-card", has_text="status long")).to_have_count(1)
         (stopped_id,) = cards(page, "status long")
         stopped = card(page, stopped_id)
