@@ -123,14 +123,6 @@ class Publisher:
             log.warning("publish failed: %r", error)
             raise QueueUnavailable(f"the broker did not confirm the job: {error!r}") from error
 
-    async def is_reachable(self) -> bool:
-        """For readiness probes: the connection exists and is open (connecting if needed)."""
-        try:
-            await self._ready_channel()
-        except QueueUnavailable:
-            return False
-        return self._connection is not None and not self._connection.is_closed
-
     async def close(self) -> None:
         if self._connection is not None:
             await close_quietly(self._connection)

@@ -63,9 +63,6 @@ class EmbeddedQueue:
         self._jobs.extend(jobs)
         self._arrived.set()
 
-    async def is_reachable(self) -> bool:
-        return self.status is not ModelStatus.FAILED
-
     async def close(self) -> None:
         return None
 

@@ -219,6 +219,16 @@ class Gallery:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    @property
+    def scanned(self) -> bool:
+        """Whether the first scan is done: before it, an empty gallery means nothing yet."""
+        return self.version > 0
+
+    async def scan(self) -> None:
+        """Rank the folder afresh and show the result (the watch's first step)."""
+        await asyncio.to_thread(self.index.scan)
+        self._publish()
+
     async def wait_for_change(self, seen: int) -> None:
         """Return once `version` has moved past `seen` (at once if it already has)."""
         if self.version != seen:
@@ -239,8 +249,7 @@ class Gallery:
         while True:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(self.index.scan)
-                self._publish()
+                await self.scan()
                 log.info("gallery: watching %s (%d images shown)", folder, len(self.snapshot))
                 async for changes in awatch(folder, watch_filter=None, recursive=False):
                     if await asyncio.to_thread(self.index.apply, changes):

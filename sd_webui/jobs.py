@@ -121,15 +121,24 @@ def parse_job(data: dict[str, Any]) -> Job:
         raise InvalidJob(_reason(error)) from None
 
 
-def decode_job(body: bytes) -> Job:
-    """Parse a raw AMQP body (old `{"prompt", "count"}` or the full contract-1 form)."""
+def decode_body(body: bytes) -> dict[str, Any]:
+    """The JSON object of a raw AMQP body; raises InvalidJob for any other bytes.
+
+    Besides malformed JSON and UTF-8, the decoder raises ValueError for an integer beyond
+    Python's digit limit and RecursionError for deep nesting: all are the body's fault.
+    """
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidJob(f"body is not valid UTF-8 JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise InvalidJob(f"body is not valid UTF-8 JSON: {str(error)[:200]}") from None
     if not isinstance(data, dict):
         raise InvalidJob("body must be a JSON object")
-    return parse_job(data)
+    return data
+
+
+def decode_job(body: bytes) -> Job:
+    """Parse a raw AMQP body (old `{"prompt", "count"}` or the full contract-1 form)."""
+    return parse_job(decode_body(body))
 
 
 def has_stop_word(prompt: str) -> bool:

@@ -2,6 +2,8 @@
 
 One poll per web app process every POLL_INTERVAL_S (a passive declare on its own channel), held
 here for every session to read, so a thousand open pages cost the broker nothing more than one.
+The same poll says whether the broker is reachable now: it is what `/status` and the
+`sd_web_broker_up` metric report.
 """
 
 import asyncio
@@ -13,6 +15,7 @@ from functools import lru_cache
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from prometheus_client import Gauge
 
 from sd_webui.broker import CONNECT_TIMEOUT_S, close_quietly
 from sd_webui.settings import get_settings
@@ -21,18 +24,27 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 3.0
 
+BROKER_UP = Gauge("sd_web_broker_up", "1 when the last poll reached the broker, else 0.")
+QUEUE_WAITING = Gauge("sd_web_queue_waiting", "Jobs waiting in QUEUE_NAME at the last poll.")
+QUEUE_WORKERS = Gauge("sd_web_queue_workers", "Consumers of QUEUE_NAME at the last poll.")
+
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """What the last poll saw; both None when the broker (or the queue) could not be read."""
+    """What the last poll saw. `reachable`: the broker answered (the queue may still be missing,
+    before anything declared it); figures are None when they could not be read."""
 
     waiting: int | None = None
     workers: int | None = None
+    reachable: bool = False
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def known(self) -> bool:
         return self.waiting is not None
+
+    def age_s(self) -> float:
+        return (datetime.now(UTC) - self.at).total_seconds()
 
 
 class QueueStats:
@@ -58,8 +70,16 @@ class QueueStats:
     async def refresh(self) -> QueueSnapshot:
         """Poll now and share what was seen: a Generate press wants the count of this moment
         (its jobs' place in line), not one up to POLL_INTERVAL_S old."""
-        self.latest = await self.poll()
-        return self.latest
+        self.latest = snapshot = await self.poll()
+        BROKER_UP.set(int(snapshot.reachable))
+        QUEUE_WAITING.set(float("nan") if snapshot.waiting is None else snapshot.waiting)
+        QUEUE_WORKERS.set(float("nan") if snapshot.workers is None else snapshot.workers)
+        return snapshot
+
+    def broker_reachable(self) -> bool:
+        """Whether the broker answered the latest poll, and that poll is recent (a poll loop
+        that stopped would otherwise leave an old "yes" standing)."""
+        return self.latest.reachable and self.latest.age_s() < 3 * self.interval
 
     async def poll(self) -> QueueSnapshot:
         """One passive declare; an unknown snapshot (and a fresh channel next time) on error.
@@ -84,9 +104,13 @@ class QueueStats:
                 with contextlib.suppress(Exception):
                     await self._channel.close()
             self._channel = None
-            return QueueSnapshot()
+            # A missing queue closes the channel only: the broker itself answered.
+            reachable = isinstance(error, aio_pika.exceptions.ChannelNotFoundEntity)
+            return QueueSnapshot(reachable=reachable)
         result = queue.declaration_result
-        return QueueSnapshot(waiting=result.message_count, workers=result.consumer_count)
+        return QueueSnapshot(
+            waiting=result.message_count, workers=result.consumer_count, reachable=True
+        )
 
 
 @lru_cache

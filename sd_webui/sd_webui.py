@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 import reflex as rx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from sd_webui.cancellation import get_cancel_publisher
@@ -26,12 +27,14 @@ from sd_webui.events import EventSubscriber, get_hub
 from sd_webui.gallery import get_gallery
 from sd_webui.job_state import JobsState, start_counter
 from sd_webui.logs import configure_logging
-from sd_webui.publishing import close_sink, get_embedded_queue, get_sink
+from sd_webui.publishing import close_sink, get_embedded_queue
 from sd_webui.queue_stats import get_queue_stats
 from sd_webui.settings import get_settings
 from sd_webui.state import IMAGE_ROUTE, GalleryState, ModelState, QueueState
 
 SERVED_SUFFIXES = (".png", ".json")
+# The longest file name the folder's file system can hold (bytes); longer names are simply absent.
+NAME_MAX = 255
 # Names never change content (a redelivered job rewrites identical names), so cache for a year.
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -41,12 +44,18 @@ def servable(folder: Path, name: str) -> Path | None:
 
     `..` (plain or URL-encoded, already decoded by the router), absolute paths, nested paths and
     symlinks resolving outside the folder all give None, as do hidden temporary files and
-    anything but `.png` and `.json` (so `.tmp`, `.part` and `~` names too).
+    anything but `.png` and `.json` (so `.tmp`, `.part` and `~` names too), and every name no
+    file can have: NUL bytes, undecodable bytes, names over NAME_MAX bytes.
     """
     if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(SERVED_SUFFIXES):
         return None
-    path = (folder / name).resolve()
-    return path if path.parent == folder and path.is_file() else None
+    try:
+        if "\0" in name or len(name.encode()) > NAME_MAX:
+            return None
+        path = (folder / name).resolve()
+        return path if path.parent == folder and path.is_file() else None
+    except (OSError, ValueError):  # UnicodeEncodeError for lone surrogates is a ValueError
+        return None
 
 
 async def serve_image(request: Request) -> Response:
@@ -68,15 +77,46 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+def folder_readable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)
+
+
 async def readyz(request: Request) -> Response:
-    """Readiness: the images folder is readable and, with AMQP_URL set, the broker reachable."""
-    settings = get_settings()
-    folder = settings.images_dir
-    if not (folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)):
+    """Readiness: this process can serve the page, i.e. the images folder is readable and the
+    gallery's first scan is done. Not the broker: a broker restart must not take the page (and
+    the gallery) out of service; `/status` tells the broker's state."""
+    folder = get_settings().images_dir
+    if not folder_readable(folder):
         return PlainTextResponse(f"images folder {folder} is not readable", status_code=503)
-    if settings.amqp_url and not await get_sink().is_reachable():
-        return PlainTextResponse("the broker is not reachable", status_code=503)
+    if not get_gallery().scanned:
+        return PlainTextResponse("the first scan of the images folder is not done", 503)
     return PlainTextResponse("ok")
+
+
+async def status(request: Request) -> Response:
+    """What this web app sees now, as JSON: the broker (reachable at the latest poll, at most
+    POLL_INTERVAL_S old; null without AMQP_URL), the queue's figures, the images folder."""
+    settings = get_settings()
+    stats, embedded = get_queue_stats(), get_embedded_queue()
+    snapshot = stats.latest if stats is not None else embedded.snapshot() if embedded else None
+    return JSONResponse(
+        {
+            "broker_reachable": None if stats is None else stats.broker_reachable(),
+            "queue": settings.queue_name,
+            "waiting": None if snapshot is None else snapshot.waiting,
+            "workers": None if snapshot is None else snapshot.workers,
+            "checked_at": None if snapshot is None else snapshot.at.isoformat(),
+            "images_readable": folder_readable(settings.images_dir),
+            "gallery_scanned": get_gallery().scanned,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus: `sd_web_broker_up` and the queue's figures (and, in embedded mode, the
+    worker's series)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 backend_routes = Starlette(
@@ -84,6 +124,8 @@ backend_routes = Starlette(
         Route(f"{IMAGE_ROUTE}/{{name:path}}", serve_image, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/status", status),
+        Route("/metrics", metrics),
     ]
 )
 

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     sd_device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     exit_after_one_task: bool = False
     shutdown_grace_s: float = Field(default=100.0, gt=0)
+    # Worker liveness: a delivery held this long with no step and no settle means it is stuck.
+    stall_timeout_s: float = Field(default=1800.0, gt=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     sd_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     sd_tiny_vae: bool = False

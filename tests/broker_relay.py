@@ -1,5 +1,7 @@
 """A TCP relay in front of the real broker that a test can cut and restore: to the client, the
-broker goes away and comes back (at the same address), while the broker itself keeps running."""
+broker goes away and comes back (at the same address), while the broker itself keeps running.
+It can also hold back what clients send, so that a test can kill a client whose last frames
+(an acknowledgement) never reached the broker."""
 
 import asyncio
 import contextlib
@@ -11,14 +13,22 @@ class BrokerRelay:
         self.port = 0  # chosen by the first start, kept by the next ones
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.sending = asyncio.Event()  # cleared by hold(): client bytes wait in the relay
+        self.sending.set()
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                if upstream:
+                    await self.sending.wait()
+                if writer.is_closing():  # cut while held: the held bytes are dropped
+                    break
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -26,7 +36,14 @@ class BrokerRelay:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, upstream=True),
+            self._pipe(up_reader, writer, upstream=False),
+        )
+
+    def hold(self) -> None:
+        """From now on, what clients send stays in the relay (until `stop` drops it)."""
+        self.sending.clear()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
@@ -40,5 +57,6 @@ class BrokerRelay:
         for writer in self.writers:
             writer.close()
         self.writers.clear()
+        self.sending.set()
         await self.server.wait_closed()
         self.server = None

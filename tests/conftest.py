@@ -21,6 +21,7 @@ from sd_webui.settings import Settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("REFLEX_TELEMETRY_ENABLED", "false")
 
+pytest_plugins = ["tests.rabbitmq_node"]  # the rabbit_node fixture: a broker tests may stop
 BROKER_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"
 T = TypeVar("T")

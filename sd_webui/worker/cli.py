@@ -38,7 +38,11 @@ def main() -> None:
     consumer: Consumer | None = None
     if settings.metrics_port is not None:
         # `consumer` is read when a probe comes, so /readyz turns 200 once it is consuming.
-        serve_health(settings.metrics_port, lambda: consumer is not None and consumer.is_ready())
+        serve_health(
+            settings.metrics_port,
+            ready=lambda: consumer is not None and consumer.is_ready(),
+            stalled=lambda: None if consumer is None else consumer.stalled(),
+        )
     try:
         source = locate_model(settings.sd_model)
         # torch and diffusers take seconds to import: a wrong SD_MODEL is reported before that.

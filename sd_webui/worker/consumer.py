@@ -8,27 +8,43 @@ generating is tried again, up to MAX_ATTEMPTS, by republishing it with an attemp
 dead-lettered with the error. Along the way it emits job events (started, progress, done,
 failed, cancelled) and skips or stops the jobs the cancel stream names; neither can hold up or
 lose a job.
+
+Settling is total: whatever a delivery holds, it is run, dead-lettered or (when its connection
+was lost, so the broker delivers it again) let go, and an error in that path dead-letters it
+rather than leaving it held. A job whose files an earlier attempt completed (its acknowledgement
+was lost) is acknowledged without generating again.
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.exceptions import ChannelInvalidStateError
 
-from sd_webui.broker import connect_when_up, declare_queues
+from sd_webui.broker import PUBLISH_TIMEOUT_S, connect_when_up, declare_queues
 from sd_webui.cancellation import CancelWatcher, JobCancelled
 from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
-from sd_webui.jobs import InvalidJob, Job, decode_job, is_job_id, new_job_id, parse_job
+from sd_webui.jobs import (
+    InvalidJob,
+    Job,
+    decode_body,
+    decode_job,
+    is_job_id,
+    new_job_id,
+    parse_job,
+)
 from sd_webui.settings import Settings
 from sd_webui.worker.batching import batch_key, batches
 from sd_webui.worker.metrics import record_invalid, record_outcome
+from sd_webui.worker.outputs import completed_files
 
 if TYPE_CHECKING:
     from sd_webui.worker.runner import JobResult, JobRunner
@@ -53,10 +69,10 @@ def lacks_job_id(message: AbstractIncomingMessage) -> bool:
     A body that is not a JSON object is left to validation, which dead-letters it.
     """
     try:
-        body = json.loads(message.body)
-    except ValueError:
+        body = decode_body(message.body)
+    except InvalidJob:
         return False
-    return isinstance(body, dict) and "id" not in body and not is_job_id(message.message_id)
+    return "id" not in body and not is_job_id(message.message_id)
 
 
 def job_from_message(message: AbstractIncomingMessage) -> Job:
@@ -76,6 +92,24 @@ def attempt_of(message: AbstractIncomingMessage) -> int:
 
 def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+
+
+def is_settled(message: AbstractIncomingMessage) -> bool:
+    """Acknowledged or rejected, or beyond settling: its channel is gone, so the broker has
+    already put it back in the queue."""
+    try:
+        message.channel  # noqa: B018 (raises once the channel is closed)
+    except ChannelInvalidStateError:
+        return True
+    return message.processed
+
+
+def copied_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The message's headers for a copy of it, less `CC` and `BCC`: RabbitMQ would route the
+    copy once more to the queues they name."""
+    return {
+        key: value for key, value in (message.headers or {}).items() if key not in ("CC", "BCC")
+    }
 
 
 class Consumer:
@@ -101,11 +135,36 @@ class Consumer:
         self._waiting: list[AbstractIncomingMessage] = []
         self._arrived = asyncio.Event()
         self._turn = asyncio.Lock()
+        # For liveness: the deliveries received and not yet settled, and when the last sign of
+        # progress came (a delivery, a denoising step, a settle; steps come from the job thread).
+        # The health server's thread reads them, hence the lock.
+        self._held: set[AbstractIncomingMessage] = set()
+        self._held_lock = threading.Lock()
+        self._progress_at = time.monotonic()
+        self._settling: set[asyncio.Task[None]] = set()
 
     def is_ready(self) -> bool:
         """For /readyz: consuming, on a connection that is up right now."""
         connection = self._connection
         return self._consuming and connection is not None and connection.connected.is_set()
+
+    def held(self) -> int:
+        """Deliveries received and not yet settled."""
+        with self._held_lock:
+            return sum(not is_settled(message) for message in self._held)
+
+    def stalled(self) -> str | None:
+        """For /healthz: why the worker is stuck, when it holds a delivery that made no progress
+        (no step, no settle) for STALL_TIMEOUT_S; None while it is healthy."""
+        held = self.held()
+        idle = time.monotonic() - self._progress_at
+        if held and idle > self.settings.stall_timeout_s:
+            limit = self.settings.stall_timeout_s
+            return f"{held} held, no progress for {idle:.0f} s (STALL_TIMEOUT_S={limit:g})"
+        return None
+
+    def _progressed(self) -> None:
+        self._progress_at = time.monotonic()
 
     def stop(self) -> None:
         """Take no new job and end `run()` once the job in hand is settled (SIGTERM, SIGINT)."""
@@ -160,6 +219,29 @@ class Consumer:
         os._exit(EXIT_UNFINISHED)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """Settle the delivery in a task of its own: aio-pika cancels the callbacks of a channel
+        that closes (the broker went away), and the job in hand must still finish, write its
+        log line and metric, and find its acknowledgement lost rather than vanish midway."""
+        task = asyncio.create_task(self._settle(message))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
+        """Take the delivery, and dead-letter it if that fails in any way (see `_take`)."""
+        with self._held_lock:
+            self._held.add(message)
+        self._progressed()
+        try:
+            await self._take(message)
+        except Exception as error:
+            await self._dead_letter_unsettled([message], error)
+        finally:
+            self._progressed()
+            with self._held_lock:
+                self._held = {held for held in self._held if not is_settled(held)}
+
+    async def _take(self, message: AbstractIncomingMessage) -> None:
         """Every delivery joins `_waiting`; the task that still finds its message there when its
         turn comes takes what is waiting as one batch (just its own with BATCH_JOBS=1)."""
         if lacks_job_id(message):
@@ -182,8 +264,6 @@ class Consumer:
                 self._accepting = False
             try:
                 await self._handle(batch)
-            except Exception:
-                log.exception("could not settle a message; the broker will deliver it again")
             finally:
                 self._current = None
                 if self.settings.exit_after_one_task:
@@ -201,18 +281,57 @@ class Consumer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)
 
+    async def _dead_letter_unsettled(
+        self, messages: list[AbstractIncomingMessage], error: Exception
+    ) -> None:
+        """The last resort when settling itself failed: each message still held goes to the dead
+        letter queue with the error and none of its own headers (they may be the trouble), so
+        that no delivery is left to block the worker. A message whose channel is gone is left to
+        the broker, which delivers it again; one that cannot be dead-lettered is requeued."""
+        log.debug("settling failed", exc_info=error)
+        for message in messages:
+            if message.processed:
+                continue
+            if is_settled(message):
+                log.warning(
+                    "the connection was lost before %s was settled (%s); the broker delivers "
+                    "it again",
+                    message.message_id,
+                    error_text(error),
+                )
+                continue
+            reason = f"not settled: {error_text(error)}"
+            log.error("could not settle %s (%s): dead-lettering it", message.message_id, reason)
+            try:
+                await self._republish(
+                    message, self.settings.dead_letter_queue, reason=reason, own_headers=False
+                )
+                await message.ack()
+                record_invalid(message.message_id, reason)
+            except Exception as failure:
+                log.error("could not dead-letter %s either: %s", message.message_id, failure)
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+
     async def _handle(self, messages: list[AbstractIncomingMessage]) -> None:
         """Settle each message: its valid jobs run in groups that can share a pipeline call."""
         accepted = []
         for message in messages:
-            job = await self._accept(message)
+            try:
+                job = await self._accept(message)
+            except Exception as error:
+                await self._dead_letter_unsettled([message], error)
+                continue
             if job is not None:
                 accepted.append((message, job))
         for group in batches(accepted, lambda pair: batch_key(pair[1]), self.settings.batch_jobs):
-            if len(group) == 1:
-                await self._run_alone(*group[0])
-            else:
-                await self._run_batch(group)
+            try:
+                if len(group) == 1:
+                    await self._run_alone(*group[0])
+                else:
+                    await self._run_batch(group)
+            except Exception as error:
+                await self._dead_letter_unsettled([message for message, _ in group], error)
 
     async def _accept(self, message: AbstractIncomingMessage) -> Job | None:
         """The message's job to run, or None once the message is settled: dead-lettered when it
@@ -221,11 +340,17 @@ class Consumer:
             job = job_from_message(message)
         except InvalidJob as error:
             reason = str(error)
-            await self._republish(message, self.settings.dead_letter_queue, {ERROR_HEADER: reason})
+            await self._republish(message, self.settings.dead_letter_queue, reason=reason)
             await message.ack()
             record_invalid(message.message_id, reason)
             return None
         if await self._skip_cancelled(message, job):
+            return None
+        files = await asyncio.to_thread(completed_files, self.settings.images_dir, job)
+        if files is not None:
+            record_outcome(job, "already-done", 0.0)
+            await message.ack()
+            self.events.emit(JobEvent(id=job.id, state="done", files=[f.name for f in files]))
             return None
         return job
 
@@ -241,7 +366,7 @@ class Consumer:
     async def _run_alone(self, message: AbstractIncomingMessage, job: Job) -> None:
         attempt = attempt_of(message)
         self.events.emit(JobEvent(id=job.id, state="started", worker=self.worker, attempt=attempt))
-        on_step = step_reporter(job.id, self.events.emit, self.cancels.cancelled)
+        on_step = self._step_reporter(job)
         started = time.perf_counter()
         try:
             result = await asyncio.to_thread(self.runner.run, job, on_step)
@@ -254,12 +379,10 @@ class Consumer:
             log.debug("job %s attempt %d failed", job.id, attempt, exc_info=error)
             seconds, reason = time.perf_counter() - started, error_text(error)
             if attempt < MAX_ATTEMPTS:
-                headers = {ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: reason}
-                await self._republish(message, self.settings.queue_name, headers)
+                await self._republish(message, self.settings.queue_name, reason, attempt + 1)
                 outcome = "retry"
             else:
-                headers = {ATTEMPT_HEADER: attempt, ERROR_HEADER: reason}
-                await self._republish(message, self.settings.dead_letter_queue, headers)
+                await self._republish(message, self.settings.dead_letter_queue, reason, attempt)
                 outcome = "failed"
             await message.ack()
             if outcome == "failed":
@@ -277,7 +400,7 @@ class Consumer:
             self.events.emit(
                 JobEvent(id=job.id, state="started", worker=self.worker, attempt=attempt)
             )
-            reporters.append(step_reporter(job.id, self.events.emit, self.cancels.cancelled))
+            reporters.append(self._step_reporter(job))
 
         def on_step(step: int, steps: int) -> None:
             for report in reporters:
@@ -296,19 +419,31 @@ class Consumer:
         for (message, _), result in zip(group, results, strict=True):
             await self._finish(message, result)
 
+    def _step_reporter(self, job: Job) -> Callable[[int, int], None]:
+        """The job's `on_step`: progress events, cancels, and a sign of life for /healthz."""
+        report = step_reporter(job.id, self.events.emit, self.cancels.cancelled)
+
+        def on_step(step: int, steps: int) -> None:
+            self._progressed()
+            report(step, steps)
+
+        return on_step
+
     async def _finish(self, message: AbstractIncomingMessage, result: "JobResult") -> None:
-        """Acknowledge a job whose files are all in place."""
+        """Acknowledge a job whose files are all in place. Its log line and metric come first:
+        the files are there even if the acknowledgement is lost with the connection (then the
+        redelivery finds them complete, see `_accept`)."""
+        record_outcome(result.job, "done", result.seconds)
         await message.ack()
         files = [path.name for path in result.files]
         self.events.emit(JobEvent(id=result.job.id, state="done", files=files))
-        record_outcome(result.job, "done", result.seconds)
 
     async def _stamp(self, message: AbstractIncomingMessage) -> None:
         """Give an id-less message a job id that survives redelivery: publish it again with
         `message_id` set to a new job id (confirmed), then acknowledge the original. The copy
         takes its turn again at the back of the queue; this is not the task of one-task mode."""
         job_id = new_job_id()
-        await self._republish(message, self.settings.queue_name, {}, message_id=job_id)
+        await self._republish(message, self.settings.queue_name, message_id=job_id)
         await message.ack()
         log.info("a message without a job id was queued again as job %s", job_id)
 
@@ -316,19 +451,27 @@ class Consumer:
         self,
         message: AbstractIncomingMessage,
         queue_name: str,
-        headers: dict[str, Any],
+        reason: str | None = None,
+        attempt: int | None = None,
         message_id: str | None = None,
+        own_headers: bool = True,
     ) -> None:
-        """Publish a copy of `message` (same body, same id unless given) with extra headers,
-        confirmed."""
+        """Publish a copy of `message` (same body, headers and id unless given), with the
+        `reason` and `attempt` headers when given, and wait for the broker's confirm."""
         assert self._channel is not None
+        headers = copied_headers(message) if own_headers else {}
+        if reason is not None:
+            headers[ERROR_HEADER] = reason
+        if attempt is not None:
+            headers[ATTEMPT_HEADER] = attempt
         await self._channel.default_exchange.publish(
             aio_pika.Message(
                 message.body,
-                headers={**(message.headers or {}), **headers},
+                headers=headers,
                 content_type=message.content_type,
                 message_id=message_id or message.message_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=queue_name,
+            timeout=PUBLISH_TIMEOUT_S,
         )

@@ -31,10 +31,11 @@ MODEL_LOAD_SECONDS = Gauge(
     "sd_worker_model_load_seconds", "Seconds it took to load and warm up the model."
 )
 
-# Outcomes: done (files written), retry (republished after an error), failed (dead-lettered
-# after the last attempt), invalid (broke contract 1, dead-lettered at once), cancelled (skipped
-# or stopped at a step, no files).
-OUTCOMES = ("done", "retry", "failed", "invalid", "cancelled")
+# Outcomes: done (files written), already-done (an earlier attempt wrote them all, its
+# acknowledgement was lost: acknowledged without generating), retry (republished after an
+# error), failed (dead-lettered after the last attempt), invalid (broke contract 1, dead-lettered
+# at once), cancelled (skipped or stopped at a step, no files).
+OUTCOMES = ("done", "already-done", "retry", "failed", "invalid", "cancelled")
 for _outcome in OUTCOMES:
     JOBS.labels(_outcome)
 

@@ -3,10 +3,12 @@
 Every file is written and synced under a hidden temporary name (`.<name>.<random>.tmp`, which
 the gallery ignores) and then renamed into place, JSON first. The slow part (PNG encoding, fsync)
 happens before the first rename, so a worker killed at any point leaves either nothing visible
-or the whole job. A redelivered job rewrites the same names, so nothing is ever shown twice.
+or the whole job. A redelivered job rewrites the same names with the same content (its seeds
+come from its id), and one whose files are already complete is not generated again.
 """
 
 import io
+import json
 import os
 import secrets
 from pathlib import Path
@@ -14,7 +16,11 @@ from pathlib import Path
 from PIL.Image import Image
 from PIL.PngImagePlugin import PngInfo
 
+from sd_webui.jobs import Job
 from sd_webui.metadata import FastSDSettings
+
+# Every PNG ends with this IEND chunk: a file that does not was cut short by another writer.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def temporary_name(name: str) -> str:
@@ -68,3 +74,33 @@ def write_job_files(
         os.replace(path, folder / name)
     _sync_folder(folder)
     return [folder / name for name in contents]
+
+
+def _ends_whole(path: Path) -> bool:
+    with open(path, "rb") as file:
+        if file.seek(0, os.SEEK_END) < len(PNG_END):
+            return False
+        file.seek(-len(PNG_END), os.SEEK_END)
+        return file.read() == PNG_END
+
+
+def completed_files(folder: Path, job: Job) -> list[Path] | None:
+    """The job's files, JSON first, when an earlier attempt wrote them all (the acknowledgement
+    was lost): a sidecar for this prompt and count, and every PNG whole. Else None."""
+    sidecar = folder / f"{job.id}.json"
+    images = [folder / f"{job.id}-{index + 1}.png" for index in range(job.count)]
+    try:
+        record = json.loads(sidecar.read_bytes())
+        if not isinstance(record, dict) or (
+            record.get("prompt"),
+            record.get("number_of_images"),
+        ) != (
+            job.prompt,
+            job.count,
+        ):
+            return None
+        if not all(_ends_whole(image) for image in images):
+            return None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return [sidecar, *images]

@@ -1,7 +1,7 @@
 """The diffusers pipeline: loaded once per process, then one batched call per job or group."""
 
 import logging
-import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -36,8 +36,13 @@ def resolve_device(setting: str) -> str:
 
 
 def job_seeds(job: Job) -> list[int]:
-    """One seed per image: seed, seed+1, ... from the job's seed, or from a random one."""
-    first = job.seed if job.seed is not None else secrets.randbelow(2**32 - MAX_COUNT)
+    """One seed per image: seed, seed+1, ... from the job's seed, or else from its id.
+
+    A job without a seed still gets the same seeds at every attempt (a job id is a random uuid,
+    so different jobs get different seeds): a redelivered job rewrites the very same pixels
+    under names that browsers cache as immutable.
+    """
+    first = job.seed if job.seed is not None else uuid.UUID(job.id).int % (2**32 - MAX_COUNT)
     return [first + index for index in range(job.count)]
 
 

@@ -289,6 +289,14 @@ def test_images_are_served_with_type_and_caching(backend_url: str, seeded: list[
         "/images/.hidden-1.png",
         "/images/missing-1.png",
         "/images/../pyproject.toml",
+        # Names no file can have: 404 as well, never a 500 with a traceback in the log.
+        "/images/x.png%00.png",
+        "/images/%00",
+        "/images/" + "a" * 5000 + ".png",
+        "/images/" + "%C3%A9" * 200 + ".png",
+        "/images/%ff%fe.png",
+        "/images/%ed%a0%80-1.png",
+        "/images/%C0%AE%C0%AE/secret.png",
     ],
 )
 def test_nothing_outside_the_folder_is_reachable(

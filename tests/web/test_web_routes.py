@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from sd_webui import publishing
+from sd_webui import gallery, publishing
+from sd_webui.queue_stats import get_queue_stats
 from sd_webui.sd_webui import backend_routes, servable
 from sd_webui.settings import get_settings
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -45,6 +47,11 @@ def test_names_that_escape_or_are_not_images_are_refused(folder: Path, tmp_path:
         ".job-1.png",
         "missing-1.png",
         "sub",
+        "x.png\0.png",
+        "a" * 5000 + ".png",
+        "\u00e9" * 127 + ".png",  # 254 characters, 258 bytes in UTF-8
+        "\udcff\udcfe.png",  # undecodable bytes, as surrogateescape gives them
+        "\ud800-1.png",
     ):
         assert servable(folder, name) is None, name
     assert servable(folder, "inner-1.png") == folder / "job-1.png"
@@ -52,35 +59,57 @@ def test_names_that_escape_or_are_not_images_are_refused(folder: Path, tmp_path:
 
 @pytest.fixture
 def client(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The routes on a folder of their own, with a gallery not yet scanned."""
     monkeypatch.setenv("IMAGES_DIR", str(folder))
     monkeypatch.delenv("AMQP_URL", raising=False)
     get_settings.cache_clear()
+    get_queue_stats.cache_clear()
     publishing.set_sink(None)
+    monkeypatch.setattr(gallery, "_gallery", None)
     yield TestClient(backend_routes)
     get_settings.cache_clear()
+    get_queue_stats.cache_clear()
     publishing.set_sink(None)
 
 
-def test_health_and_readiness(client: TestClient) -> None:
+async def test_ready_once_the_first_scan_is_done(client: TestClient) -> None:
     assert (client.get("/healthz").status_code, client.get("/healthz").text) == (200, "ok")
+    response = client.get("/readyz")
+    assert (response.status_code, response.text) == (
+        503,
+        "the first scan of the images folder is not done",
+    )
+    await gallery.get_gallery().scan()
     assert client.get("/readyz").status_code == 200
 
 
-def test_not_ready_when_the_folder_is_unreadable(
+async def test_not_ready_when_the_folder_is_unreadable(
     client: TestClient, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    await gallery.get_gallery().scan()
     monkeypatch.setenv("IMAGES_DIR", str(folder / "missing"))
     get_settings.cache_clear()
     assert client.get("/readyz").status_code == 503
+    assert client.get("/status").json()["images_readable"] is False
 
 
-def test_not_ready_when_the_broker_is_unreachable(
+async def test_ready_whatever_the_broker_says(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
+    """The page can be served with the broker down: readiness says so, /status tells the
+    broker's state (here a port nothing listens on, polled once as the lifespan's loop does)."""
+    monkeypatch.setenv("AMQP_URL", f"amqp://guest:guest@127.0.0.1:{free_port()}/")
     get_settings.cache_clear()
-    response = client.get("/readyz")
-    assert (response.status_code, response.text) == (503, "the broker is not reachable")
+    await gallery.get_gallery().scan()
+    stats = get_queue_stats()
+    assert stats is not None
+    await stats.refresh()
+    assert client.get("/readyz").status_code == 200
+    status = client.get("/status").json()
+    assert status["broker_reachable"] is False
+    assert (status["waiting"], status["workers"]) == (None, None)
+    assert status["gallery_scanned"] is True
+    assert "sd_web_broker_up 0.0" in client.get("/metrics").text
 
 
 def test_download_is_an_attachment_and_images_cache_for_a_year(client: TestClient) -> None:

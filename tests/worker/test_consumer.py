@@ -209,7 +209,7 @@ async def test_probes_and_metrics(worker_settings: Settings, loaded_model: Loade
     """/readyz is 503 until the consumer consumes; /healthz always 200; /metrics for Prometheus."""
     consumer = consumer_for(worker_settings, loaded_model)
     port = free_port()
-    server = serve_health(port, consumer.is_ready)
+    server = serve_health(port, consumer.is_ready, consumer.stalled)
     base = f"http://127.0.0.1:{port}"
     try:
         assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 503
@@ -228,6 +228,44 @@ async def test_probes_and_metrics(worker_settings: Settings, loaded_model: Loade
             assert series in metrics
         assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 503
         assert (await asyncio.to_thread(http_status, f"{base}/nothing"))[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_liveness_fails_while_a_delivery_makes_no_progress(
+    worker_settings: Settings, loaded_model: LoadedModel
+) -> None:
+    """A generation that cannot go on (here its thread waits for the runner, which the test
+    holds) makes no step: past STALL_TIMEOUT_S /healthz says so, and the worker is still
+    consuming (/readyz 200). Once it moves, /healthz is 200 again."""
+    settings = worker_settings.model_copy(update={"stall_timeout_s": 1.0})
+    consumer = consumer_for(settings, loaded_model)
+    port = free_port()
+    server = serve_health(port, consumer.is_ready, consumer.stalled)
+    base = f"http://127.0.0.1:{port}"
+    job_id = uuid.uuid4().hex
+    try:
+        async with running(consumer):
+            consumer.runner._lock.acquire()
+            try:
+                body = {"id": job_id, "prompt": "green dog", "width": 256, "height": 256}
+                await publish(settings.amqp_url, settings.queue_name, body)
+                await wait_for(lambda: consumer.held() == 1, 10, "the delivery")
+                assert (await asyncio.to_thread(http_status, f"{base}/healthz"))[0] == 200
+                _, text = await wait_for(
+                    lambda: (reply := http_status(f"{base}/healthz"))[0] == 503 and reply,
+                    10,
+                    "liveness to fail",
+                )
+                assert text.startswith("stalled: 1 held, no progress for ")
+                assert text.endswith(" s (STALL_TIMEOUT_S=1)\n")
+                assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 200
+            finally:
+                consumer.runner._lock.release()
+            await wait_for(lambda: consumer.held() == 0, 60, "the job to finish")
+            assert (await asyncio.to_thread(http_status, f"{base}/healthz"))[0] == 200
+        assert job_files(settings.images_dir, job_id) == [f"{job_id}-1.png", f"{job_id}.json"]
     finally:
         server.shutdown()
         server.server_close()
