@@ -8,6 +8,7 @@ import logging
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.connection import make_url
+from pamqp import commands, header
 
 from sd_webui.jobs import Job
 
@@ -17,6 +18,34 @@ CONNECT_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 RECONNECT_MAX_DELAY_S = 30.0
+
+
+# The one header a message whose own properties could not be decoded carries instead of them.
+UNDECODABLE_HEADER = "x-sd-undecodable-properties"
+_strict_unmarshal = header.ContentHeader.unmarshal
+
+
+def _tolerant_unmarshal(self: header.ContentHeader, data: bytes) -> None:
+    """ContentHeader.unmarshal that survives properties it cannot decode (see below)."""
+    try:
+        _strict_unmarshal(self, data)
+    except Exception as error:  # whatever hostile bytes make the decoder raise
+        if len(data) < 12:  # not even a body size: a broken frame, not a hostile message
+            raise
+        reason = f"{type(error).__name__}: {error}"[:200]
+        self.properties = commands.Basic.Properties(headers={UNDECODABLE_HEADER: reason})
+
+
+def tolerate_undecodable_properties() -> None:
+    """Let a message whose properties this client cannot decode arrive, with UNDECODABLE_HEADER
+    in place of its properties, so that its consumer can dead-letter it.
+
+    RabbitMQ passes on any header bytes (a timestamp past the year 9999, a property that is not
+    UTF-8), while pamqp decodes them strictly and aiormq then drops the whole connection: the
+    broker delivers the same message again, and one publish would stop every consumer in turn.
+    Process-wide and idempotent; `connect` calls it.
+    """
+    header.ContentHeader.unmarshal = _tolerant_unmarshal  # type: ignore[method-assign]
 
 
 class QueueUnavailable(RuntimeError):
@@ -29,6 +58,7 @@ async def connect(url: str) -> AbstractRobustConnection:
     A failed attempt is closed here: aio-pika would otherwise close it from `__del__`, which
     fails with "coroutine never awaited" when the collector runs in a generation thread.
     """
+    tolerate_undecodable_properties()
     connection = aio_pika.RobustConnection(make_url(url))
     try:
         await connection.connect(timeout=CONNECT_TIMEOUT_S)

@@ -104,8 +104,12 @@ class QueueStats:
                 with contextlib.suppress(Exception):
                     await self._channel.close()
             self._channel = None
-            # A missing queue closes the channel only: the broker itself answered.
+            # A missing queue closes the channel only: the broker itself answered. Anything else
+            # may have left a connection that no longer works but does not say it is closed.
             reachable = isinstance(error, aio_pika.exceptions.ChannelNotFoundEntity)
+            if not reachable and self._connection is not None:
+                await close_quietly(self._connection)
+                self._connection = None
             return QueueSnapshot(reachable=reachable)
         result = queue.declaration_result
         return QueueSnapshot(

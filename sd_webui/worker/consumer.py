@@ -29,7 +29,12 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from sd_webui.broker import PUBLISH_TIMEOUT_S, connect_when_up, declare_queues
+from sd_webui.broker import (
+    PUBLISH_TIMEOUT_S,
+    UNDECODABLE_HEADER,
+    connect_when_up,
+    declare_queues,
+)
 from sd_webui.cancellation import CancelWatcher, JobCancelled
 from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
 from sd_webui.jobs import (
@@ -68,6 +73,8 @@ def lacks_job_id(message: AbstractIncomingMessage) -> bool:
     would write a second set of files; such a message is given an id first (Consumer._stamp).
     A body that is not a JSON object is left to validation, which dead-letters it.
     """
+    if UNDECODABLE_HEADER in (message.headers or {}):
+        return False  # left to validation, which dead-letters it
     try:
         body = decode_body(message.body)
     except InvalidJob:
@@ -78,6 +85,8 @@ def lacks_job_id(message: AbstractIncomingMessage) -> bool:
 def job_from_message(message: AbstractIncomingMessage) -> Job:
     """The job of a message; raises InvalidJob. A body without `id` takes the message's
     `message_id` (a job id, see `lacks_job_id`), so a redelivery writes the same file names."""
+    if problem := (message.headers or {}).get(UNDECODABLE_HEADER):
+        raise InvalidJob(f"the message's properties could not be decoded ({problem})")
     job = decode_job(message.body)
     if "id" not in job.model_fields_set and is_job_id(message.message_id):
         return parse_job({**job.model_dump(), "id": message.message_id})

@@ -107,6 +107,7 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
     from reflex.testing import AppHarness
 
     from sd_webui import gallery, publishing
+    from sd_webui.queue_stats import get_queue_stats
     from sd_webui.settings import get_settings
 
     patch = pytest.MonkeyPatch()
@@ -116,6 +117,7 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
     patch.setenv("GALLERY_SIZE", str(HARNESS_GALLERY_SIZE))
     patch.setenv("REFLEX_USE_SYSTEM_BUN", "1")
     get_settings.cache_clear()
+    get_queue_stats.cache_clear()
     publishing.set_sink(None)
     patch.setattr(gallery, "_gallery", None)
     app = AppHarness.create(root=ROOT, app_name="sd_webui")
@@ -126,6 +128,7 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
         stop_harness(app)
     patch.undo()
     get_settings.cache_clear()
+    get_queue_stats.cache_clear()
     publishing.set_sink(None)
 
 

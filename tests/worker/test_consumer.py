@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pika
 import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -269,3 +270,23 @@ async def test_liveness_fails_while_a_delivery_makes_no_progress(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_old_uis_non_durable_declaration_is_refused_and_the_documented_fix_works(
+    amqp_url: str, queue_name: str
+) -> None:
+    """As the README's migration notes say: once this system declared `tasks` durable, the old
+    UI's `durable: false` declaration is refused with 406 (closing its channel); declaring it
+    durable, or only checking it (passive), works."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue_name, durable=True)  # as workers and the web app declare it
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            connection.channel().queue_declare(queue_name, durable=False)
+        assert refused.value.reply_code == 406
+        assert "inequivalent arg 'durable'" in refused.value.reply_text
+        connection.channel().queue_declare(queue_name, durable=True)
+        connection.channel().queue_declare(queue_name, passive=True)
+    finally:
+        connection.close()

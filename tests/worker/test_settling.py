@@ -4,6 +4,7 @@ the real broker; then the two bodies that used to stall a worker, through a work
 
 import json
 import string
+import struct
 import urllib.error
 import urllib.request
 import uuid
@@ -12,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import pamqp.encode
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from worker_support import (
@@ -87,7 +89,7 @@ HEADER_VALUES = st.recursive(
     max_leaves=8,
 )
 HEADERS = st.dictionaries(
-    st.sampled_from(["x-attempt", "x-error", "x-death", "x-first-death-reason"])
+    st.sampled_from(["x-attempt", "x-error", "x-death", "x-first-death-reason", "CC", "BCC"])
     | st.text(min_size=1, max_size=16),
     HEADER_VALUES,
     max_size=4,
@@ -125,10 +127,10 @@ async def consumer(worker_settings: Settings, loaded_model: LoadedModel) -> Asyn
 
 
 @pytest.fixture
-async def channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+async def connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        yield await connection.channel(publisher_confirms=True)
+        yield connection
 
 
 @given(body=BODIES, headers=HEADERS, message_id=MESSAGE_IDS)
@@ -139,7 +141,7 @@ async def channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
 )
 async def test_every_delivery_is_settled(
     consumer: Consumer,
-    channel: aio_pika.abc.AbstractChannel,
+    connection: aio_pika.abc.AbstractConnection,
     worker_settings: Settings,
     body: bytes,
     headers: dict[str, Any],
@@ -149,7 +151,11 @@ async def test_every_delivery_is_settled(
     seconds, and the worker holds nothing afterwards: the next one is never blocked."""
     before = settled_total()
     message = aio_pika.Message(body, headers=headers, message_id=message_id)
-    await channel.default_exchange.publish(message, routing_key=worker_settings.queue_name)
+    async with connection.channel(publisher_confirms=True) as channel:
+        try:
+            await channel.default_exchange.publish(message, routing_key=worker_settings.queue_name)
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            reject()  # the broker refused it (a CC or BCC header that is not a list): no delivery
     await wait_for(lambda: settled_total() == before + 1, 30, "the message to be settled")
     await wait_for(lambda: consumer.held() == 0, 10, "nothing held")
     assert consumer.stalled() is None
@@ -165,11 +171,32 @@ def http_status(url: str) -> int:
         return error.code
 
 
-async def test_the_bodies_that_stalled_workers_are_dead_lettered(
-    worker_settings: Settings, tmp_path: Any
+FAR_FUTURE = datetime(2001, 1, 1, tzinfo=UTC)  # a marker: sent as a timestamp past year 9999
+
+
+async def publish_undecodable_header(
+    amqp_url: str, queue: str, body: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through a worker process: both go to the dead letter queue with a reason, the good job
-    after them is done, and the worker stays alive and ready."""
+    """A message whose `headers` hold a timestamp of 2**50 (ms): any 64-bit value is valid on
+    the wire and RabbitMQ passes it on, but pamqp cannot decode it into a datetime. aio-pika
+    would never send one, so its encoder is made to, for this publish only."""
+    strict = pamqp.encode.timestamp
+
+    def far_future(value: datetime) -> bytes:
+        return struct.pack(">Q", 2**50) if value == FAR_FUTURE else strict(value)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pamqp.encode, "timestamp", far_future)
+        await publish(amqp_url, queue, body, headers={"when": FAR_FUTURE})
+
+
+async def test_the_bodies_that_stalled_workers_are_dead_lettered(
+    worker_settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a worker process: both go to the dead letter queue with a reason, and so does a
+    message with a header no client can decode (it used to drop the worker's connection, again
+    at every redelivery); the good job after them is done, and the worker stays alive and
+    ready."""
     url, queue, folder = (
         worker_settings.amqp_url,
         worker_settings.queue_name,
@@ -178,6 +205,8 @@ async def test_the_bodies_that_stalled_workers_are_dead_lettered(
     good = uuid.uuid4().hex
     for body in (HUGE_NUMBER, DEEP_NESTING):
         await publish(url, queue, body, message_id=uuid.uuid4().hex)
+    undecodable = json.dumps({"prompt": "green dog", "id": uuid.uuid4().hex}).encode()
+    await publish_undecodable_header(url, queue, undecodable, monkeypatch)
     await publish(url, queue, {"id": good, "prompt": "green dog", "width": 256, "height": 256})
     port = free_port()
     worker = WorkerProcess(worker_settings, tmp_path / "worker.log", METRICS_PORT=str(port))
@@ -189,8 +218,11 @@ async def test_the_bodies_that_stalled_workers_are_dead_lettered(
     finally:
         worker.kill()
     dead = await drain(url, worker_settings.dead_letter_queue)
-    assert [message.body for message in dead] == [HUGE_NUMBER, DEEP_NESTING]
-    for message in dead:
+    assert [message.body for message in dead] == [HUGE_NUMBER, DEEP_NESTING, undecodable]
+    for message in dead[:2]:
         assert "not valid UTF-8 JSON" in message.headers[ERROR_HEADER]
+    reason = dead[2].headers[ERROR_HEADER]
+    assert reason.startswith("the message's properties could not be decoded"), reason
+    assert "year 37648 is out of range" in reason
     assert await ready_count(url, queue) == 0
     assert "could not settle" not in worker.log
