@@ -205,15 +205,12 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(
     card(page, cancelled_id).get_by_role("button", name="Cancel").click()
     expect(card(page, cancelled_id)).to_contain_text("Cancelling")
 
+    # Running and its steps are checked in the recorded history below: on a fast CPU these small
+    # jobs can be over before any live check (or the header's 3 s poll) looks.
     worker = cluster.worker("worker")
     try:
-        expect(page.locator("#worker-count")).to_have_text("1", timeout=WORKER_MS)
-        running = page.locator('.job-card[data-state="running"]')
-        expect(running.get_by_role("progressbar")).to_be_visible(timeout=WORKER_MS)
-        expect(running).to_contain_text(re.compile(r"Step [1-4] of 4"))
-        page.screenshot(path=screenshot_dir / "job-cards-running.png")
         for job_id in (first, second):
-            expect(card(page, job_id)).to_have_attribute("data-state", "done", timeout=JOB_MS)
+            expect(card(page, job_id)).to_have_attribute("data-state", "done", timeout=WORKER_MS)
             image = page.locator(f'img[data-job="{job_id}"]')
             expect(image).to_be_visible()
             expect(image).to_have_css("outline-style", "solid")  # highlighted: this tab's job
@@ -239,6 +236,9 @@ def test_jobs_from_queued_to_done_cancel_reuse_and_the_header(
         (stopped_id,) = cards(page, "status long")
         stopped = card(page, stopped_id)
         expect(stopped).to_contain_text(f"of {LONG_STEPS}", timeout=JOB_MS)
+        expect(stopped.get_by_role("progressbar")).to_be_visible()
+        expect(page.locator("#worker-count")).to_have_text("1", timeout=HEADER_MS)
+        page.screenshot(path=screenshot_dir / "job-cards-running.png")
         stopped.get_by_role("button", name="Cancel").click()
         expect(stopped).to_have_attribute("data-state", "cancelled", timeout=JOB_MS)
     finally:
