@@ -94,8 +94,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """What this web app sees now, as JSON: the broker (reachable at the latest poll, at most
-    POLL_INTERVAL_S old; null without AMQP_URL), the queue's figures, the images folder."""
+    """What this web app sees now, as JSON: the broker (reachable at the latest poll, which runs
+    every POLL_INTERVAL_S and counts as unreachable once three intervals old; null without
+    AMQP_URL), the queue's figures, the images folder and the gallery."""
     settings = get_settings()
     stats, embedded = get_queue_stats(), get_embedded_queue()
     snapshot = stats.latest if stats is not None else embedded.snapshot() if embedded else None
