@@ -91,13 +91,9 @@ def completed_files(folder: Path, job: Job) -> list[Path] | None:
     images = [folder / f"{job.id}-{index + 1}.png" for index in range(job.count)]
     try:
         record = json.loads(sidecar.read_bytes())
-        if not isinstance(record, dict) or (
-            record.get("prompt"),
-            record.get("number_of_images"),
-        ) != (
-            job.prompt,
-            job.count,
-        ):
+        if not isinstance(record, dict):
+            return None
+        if record.get("prompt") != job.prompt or record.get("number_of_images") != job.count:
             return None
         if not all(_ends_whole(image) for image in images):
             return None

@@ -4,15 +4,13 @@ stays ready, and `/status` and `/metrics` tell the broker's state within seconds
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.rabbitmq_node import RabbitNode
-from tests.worker.worker_support import wait_for
+from tests.worker.worker_support import http_get, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -31,22 +29,14 @@ def web_queue() -> str:
     return f"test-web-{uuid.uuid4().hex[:12]}"
 
 
-def get(backend_url: str, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"{backend_url}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 async def status(backend_url: str) -> dict[str, Any]:
-    code, body = await asyncio.to_thread(get, backend_url, "/status")
+    code, body = await asyncio.to_thread(http_get, f"{backend_url}/status")
     assert code == 200
     return json.loads(body)
 
 
 async def broker_up_metric(backend_url: str) -> str:
-    _, metrics = await asyncio.to_thread(get, backend_url, "/metrics")
+    _, metrics = await asyncio.to_thread(http_get, f"{backend_url}/metrics")
     return next(line for line in metrics.splitlines() if line.startswith("sd_web_broker_up "))
 
 
@@ -54,7 +44,7 @@ async def test_status_follows_the_broker_and_readiness_does_not(
     rabbit_node: RabbitNode, backend_url: str
 ) -> None:
     async def reachable(expected: bool) -> bool:
-        assert (await asyncio.to_thread(get, backend_url, "/readyz"))[0] == 200
+        assert (await asyncio.to_thread(http_get, f"{backend_url}/readyz"))[0] == 200
         return (await status(backend_url))["broker_reachable"] is expected
 
     await wait_for(lambda: reachable(True), WITHIN_S, "the broker reachable")

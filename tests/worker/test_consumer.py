@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from prometheus_client import REGISTRY
 from worker_support import (
     consumer_for,
     drain,
+    http_get,
     job_files,
     publish,
     publish_bare,
@@ -198,14 +197,6 @@ async def test_generation_error_is_retried_then_dead_lettered(
     assert await ready_count(settings.amqp_url, settings.queue_name) == 0
 
 
-def http_status(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 async def test_probes_and_metrics(worker_settings: Settings, loaded_model: LoadedModel) -> None:
     """/readyz is 503 until the consumer consumes; /healthz always 200; /metrics for Prometheus."""
     consumer = consumer_for(worker_settings, loaded_model)
@@ -213,12 +204,12 @@ async def test_probes_and_metrics(worker_settings: Settings, loaded_model: Loade
     server = serve_health(port, consumer.is_ready, consumer.stalled)
     base = f"http://127.0.0.1:{port}"
     try:
-        assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 503
-        assert (await asyncio.to_thread(http_status, f"{base}/healthz"))[0] == 200
+        assert (await asyncio.to_thread(http_get, f"{base}/readyz"))[0] == 503
+        assert (await asyncio.to_thread(http_get, f"{base}/healthz"))[0] == 200
         async with running(consumer):
             await wait_for(consumer.is_ready, 10, "the consumer")
-            assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 200
-            status, metrics = await asyncio.to_thread(http_status, f"{base}/metrics")
+            assert (await asyncio.to_thread(http_get, f"{base}/readyz"))[0] == 200
+            status, metrics = await asyncio.to_thread(http_get, f"{base}/metrics")
         assert status == 200
         for series in (
             'sd_worker_jobs_total{outcome="done"}',
@@ -227,8 +218,8 @@ async def test_probes_and_metrics(worker_settings: Settings, loaded_model: Loade
             "sd_worker_model_load_seconds",
         ):
             assert series in metrics
-        assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 503
-        assert (await asyncio.to_thread(http_status, f"{base}/nothing"))[0] == 404
+        assert (await asyncio.to_thread(http_get, f"{base}/readyz"))[0] == 503
+        assert (await asyncio.to_thread(http_get, f"{base}/nothing"))[0] == 404
     finally:
         server.shutdown()
         server.server_close()
@@ -253,19 +244,19 @@ async def test_liveness_fails_while_a_delivery_makes_no_progress(
                 body = {"id": job_id, "prompt": "green dog", "width": 256, "height": 256}
                 await publish(settings.amqp_url, settings.queue_name, body)
                 await wait_for(lambda: consumer.held() == 1, 10, "the delivery")
-                assert (await asyncio.to_thread(http_status, f"{base}/healthz"))[0] == 200
+                assert (await asyncio.to_thread(http_get, f"{base}/healthz"))[0] == 200
                 _, text = await wait_for(
-                    lambda: (reply := http_status(f"{base}/healthz"))[0] == 503 and reply,
+                    lambda: (reply := http_get(f"{base}/healthz"))[0] == 503 and reply,
                     10,
                     "liveness to fail",
                 )
                 assert text.startswith("stalled: 1 held, no progress for ")
                 assert text.endswith(" s (STALL_TIMEOUT_S=1)\n")
-                assert (await asyncio.to_thread(http_status, f"{base}/readyz"))[0] == 200
+                assert (await asyncio.to_thread(http_get, f"{base}/readyz"))[0] == 200
             finally:
                 consumer.runner._lock.release()
             await wait_for(lambda: consumer.held() == 0, 60, "the job to finish")
-            assert (await asyncio.to_thread(http_status, f"{base}/healthz"))[0] == 200
+            assert (await asyncio.to_thread(http_get, f"{base}/healthz"))[0] == 200
         assert job_files(settings.images_dir, job_id) == [f"{job_id}-1.png", f"{job_id}.json"]
     finally:
         server.shutdown()

@@ -76,7 +76,7 @@ async def test_killed_after_the_files_before_the_ack_the_next_worker_does_not_re
         worker_settings.model_copy(update={"amqp_url": relay.url}), tmp_path / "first.log"
     )
     try:
-        await wait_for(_delivered(url, queue, first), 90, "the first worker to take the job")
+        await wait_for(waiting(url, queue, 0, first), 90, "the first worker to take the job")
         relay.hold()
         assert job_files(folder, job_id) == [], "the job ended before the relay held the ack"
         await wait_for(lambda: complete(folder, job_id, 2), 90, "the first worker's files")
@@ -85,7 +85,7 @@ async def test_killed_after_the_files_before_the_ack_the_next_worker_does_not_re
         first.kill()
         await relay.stop()
     before = fingerprint(folder, job_id)
-    await wait_for(_waiting(url, queue, 1), 30, "the broker to requeue the unacknowledged job")
+    await wait_for(waiting(url, queue, 1), 30, "the broker to requeue the unacknowledged job")
 
     second = WorkerProcess(worker_settings, tmp_path / "second.log", EXIT_AFTER_ONE_TASK="1")
     assert await second.wait(120) == 0, second.log
@@ -95,16 +95,11 @@ async def test_killed_after_the_files_before_the_ack_the_next_worker_does_not_re
     assert await ready_count(url, queue) == 0
 
 
-def _delivered(url: str, queue: str, worker: WorkerProcess):
+def waiting(url: str, queue: str, count: int, worker: WorkerProcess | None = None):
+    """A condition for wait_for: `count` messages ready in the queue (and `worker` alive)."""
+
     async def condition() -> bool:
-        assert worker.process.poll() is None, worker.log
-        return await ready_count(url, queue) == 0
-
-    return condition
-
-
-def _waiting(url: str, queue: str, count: int):
-    async def condition() -> bool:
+        assert worker is None or worker.process.poll() is None, worker.log
         return await ready_count(url, queue) == count
 
     return condition
@@ -122,7 +117,7 @@ async def test_a_broker_restart_mid_job_leaves_the_files_as_they_were(
     await publish(url, queue, {**UNSEEDED_JOB, "id": job_id}, message_id=job_id)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
-        await wait_for(_delivered(url, queue, worker), 90, "the worker to take the job")
+        await wait_for(waiting(url, queue, 0, worker), 90, "the worker to take the job")
         rabbit_node.stop_app()
         try:
             assert job_files(folder, job_id) == [], "the job ended before the broker stopped"
@@ -131,7 +126,7 @@ async def test_a_broker_restart_mid_job_leaves_the_files_as_they_were(
         finally:
             rabbit_node.start_app()
         await wait_for(lambda: "already-done" in outcomes(worker.log, job_id), 90, "the redelivery")
-        await wait_for(_waiting(url, queue, 0), 10, "the acknowledgement")
+        await wait_for(waiting(url, queue, 0), 10, "the acknowledgement")
     finally:
         worker.kill()
     assert outcomes(worker.log, job_id) == ["done", "already-done"], worker.log

@@ -5,8 +5,6 @@ the real broker; then the two bodies that used to stall a worker, through a work
 import json
 import string
 import struct
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from worker_support import (
     WorkerProcess,
     consumer_for,
     drain,
+    http_get,
     publish,
     ready_count,
     running,
@@ -163,14 +162,6 @@ async def test_every_delivery_is_settled(
         assert dead.body == body and dead.headers[ERROR_HEADER]
 
 
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 FAR_FUTURE = datetime(2001, 1, 1, tzinfo=UTC)  # a marker: sent as a timestamp past year 9999
 
 
@@ -213,8 +204,8 @@ async def test_the_bodies_that_stalled_workers_are_dead_lettered(
     try:
         await wait_for(lambda: (folder / f"{good}-1.png").exists(), 120, "the good job")
         base = f"http://127.0.0.1:{port}"
-        assert await wait_for(lambda: http_status(f"{base}/readyz") == 200, 10, "ready")
-        assert http_status(f"{base}/healthz") == 200
+        assert await wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 10, "ready")
+        assert http_get(f"{base}/healthz")[0] == 200
     finally:
         worker.kill()
     dead = await drain(url, worker_settings.dead_letter_queue)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -103,6 +105,15 @@ async def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> A
             return value
         await asyncio.sleep(0.1)
     pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and text of a GET, error statuses included (probes, /status, /metrics)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def job_files(folder: Path, job_id: str) -> list[str]:
