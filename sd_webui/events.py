@@ -110,7 +110,8 @@ class JobRegistry:
 class EventHub:
     """In-process pub/sub of job events; call `publish` on the event loop's thread.
 
-    Sessions take a queue with `subscribe()` and give it back with `unsubscribe()`; a session
+    Sessions take a queue of every event with `subscribe()`, an API request one of a single
+    job's events with `subscribe(job_id)`, and give it back with `unsubscribe()`; a subscriber
     that falls SESSION_QUEUE_SIZE events behind loses the newest ones rather than slowing others.
     Listeners (plain callables, like the registry) see every event first.
     """
@@ -119,22 +120,31 @@ class EventHub:
         self.registry = registry if registry is not None else JobRegistry()
         self._listeners: list[Callable[[JobEvent], None]] = [self.registry.record]
         self._queues: set[asyncio.Queue[JobEvent]] = set()
+        self._by_job: dict[str, set[asyncio.Queue[JobEvent]]] = {}
 
     def add_listener(self, listener: Callable[[JobEvent], None]) -> None:
         self._listeners.append(listener)
 
-    def subscribe(self) -> "asyncio.Queue[JobEvent]":
+    def subscribe(self, job_id: str | None = None) -> "asyncio.Queue[JobEvent]":
         queue: asyncio.Queue[JobEvent] = asyncio.Queue(SESSION_QUEUE_SIZE)
-        self._queues.add(queue)
+        if job_id is None:
+            self._queues.add(queue)
+        else:
+            self._by_job.setdefault(job_id, set()).add(queue)
         return queue
 
-    def unsubscribe(self, queue: "asyncio.Queue[JobEvent]") -> None:
-        self._queues.discard(queue)
+    def unsubscribe(self, queue: "asyncio.Queue[JobEvent]", job_id: str | None = None) -> None:
+        if job_id is None:
+            self._queues.discard(queue)
+        elif (queues := self._by_job.get(job_id)) is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._by_job[job_id]
 
     def publish(self, event: JobEvent) -> None:
         for listener in self._listeners:
             listener(event)
-        for queue in self._queues:
+        for queue in (*self._queues, *self._by_job.get(event.id, ())):
             if queue.full():
                 log.warning("a session is %d events behind; dropping %s", queue.qsize(), event.id)
             else:

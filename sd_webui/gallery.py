@@ -4,73 +4,31 @@ The old web UI listed the folder, read every JSON and sorted everything on every
 browser. Here one `os.scandir` pass at startup keeps the newest images by mtime (reading only
 their JSON), and one `watchfiles` watcher applies each change to that bounded index; browser
 sessions wait on `Gallery.wait_for_change` and are woken on every change, with no polling.
+The same watcher keeps the catalog of every image (the API's pages, sd_webui/catalog.py) and
+tells `on_landed` listeners which PNGs arrived (sd_webui/landing.py).
 """
 
 import asyncio
 import bisect
 import heapq
 import logging
-import os
-import stat
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from sd_webui.metadata import ImageInfo, parse_image_info
+from sd_webui.catalog import ImageCatalog
+from sd_webui.image_files import (
+    Entry,
+    Key,
+    folder_keys,
+    is_candidate,
+    job_stem,
+    key_of,
+    load_entry,
+)
 
 log = logging.getLogger(__name__)
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_END = b"IEND\xaeB`\x82"
-TEMP_SUFFIXES = (".tmp", ".part", "~")
-
-# (st_mtime_ns, name): newest last in the ascending `_ranked` list; equal mtimes order by name.
-Key = tuple[int, str]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One image of the gallery: its file name, when it landed and what is known about it."""
-
-    name: str
-    mtime_ns: int
-    info: ImageInfo
-
-    @property
-    def job_id(self) -> str:
-        return job_stem(self.name)
-
-
-def job_stem(png_name: str) -> str:
-    """`<id>-<n>.png` -> `<id>` (cut at the last "-"); a name without "-" is its own job."""
-    stem = png_name.removesuffix(".png")
-    return stem.rpartition("-")[0] or stem
-
-
-def image_index(png_name: str) -> int:
-    """`<id>-<n>.png` -> n-1, the image's place in its job's `image_seeds` (0 when unknown)."""
-    number = png_name.removesuffix(".png").rpartition("-")[2]
-    return int(number) - 1 if number.isdigit() and int(number) > 0 else 0
-
-
-def is_candidate(name: str) -> bool:
-    """A final PNG name: temp files (".x", "*.tmp", "*.part", "*~") never show."""
-    return name.endswith(".png") and not name.startswith(".") and not name.endswith(TEMP_SUFFIXES)
-
-
-def is_whole_png(path: Path) -> bool:
-    """PNG signature at the start and the IEND chunk at the end: never show a half-written file.
-
-    Two small reads, done only for images that enter the visible set.
-    """
-    try:
-        with path.open("rb") as file:
-            head = file.read(8)
-            file.seek(-len(PNG_END), os.SEEK_END)
-            return head == PNG_SIGNATURE and file.read() == PNG_END
-    except OSError:
-        return False
 
 
 class GalleryIndex:
@@ -126,17 +84,7 @@ class GalleryIndex:
 
     def _rank_folder(self) -> None:
         """One `os.scandir` pass keeping the newest keys; no JSON is read here."""
-        keys = []
-        with os.scandir(self.folder) as listing:
-            for item in listing:
-                if not is_candidate(item.name) or item.name in self._broken:
-                    continue
-                try:
-                    info = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    keys.append((info.st_mtime_ns, item.name))
+        keys = [key for key in folder_keys(self.folder) if key[1] not in self._broken]
         limit = self.size + self.reserve
         self._ranked = heapq.nlargest(limit, keys)[::-1]
         self._keys = {name: (mtime, name) for mtime, name in self._ranked}
@@ -144,13 +92,9 @@ class GalleryIndex:
         self.scans += 1
 
     def _add(self, path: Path) -> None:
-        try:
-            info = path.lstat()
-        except OSError:
+        key = key_of(path)
+        if key is None:
             return
-        if not stat.S_ISREG(info.st_mode):
-            return
-        key = (info.st_mtime_ns, path.name)
         if len(self._ranked) >= self.size + self.reserve and key < self._ranked[0]:
             self._beyond = True
             return
@@ -191,16 +135,10 @@ class GalleryIndex:
             reload = set()
 
     def _load(self, name: str) -> bool:
-        if not is_whole_png(self.folder / name):
-            return False
-        try:
-            raw = (self.folder / f"{job_stem(name)}.json").read_bytes()
-        except OSError:
-            info = ImageInfo()
-        else:
-            info = parse_image_info(raw, image_index(name))
-        self._entries[name] = Entry(name, self._keys[name][0], info)
-        return True
+        entry = load_entry(self.folder, self._keys[name])
+        if entry is not None:
+            self._entries[name] = entry
+        return entry is not None
 
 
 class Gallery:
@@ -208,6 +146,9 @@ class Gallery:
 
     def __init__(self, folder: Path, size: int) -> None:
         self.index = GalleryIndex(folder.resolve(), size)
+        self.catalog = ImageCatalog(folder.resolve())  # every image, for the API's pages
+        # Called with the names of the PNGs each batch of changes brought (sd_webui/landing.py).
+        self.on_landed: list[Callable[[list[str]], Awaitable[None]]] = []
         self.snapshot: tuple[Entry, ...] = ()
         self.version = 0
         self.listeners = 0
@@ -227,6 +168,7 @@ class Gallery:
     async def scan(self) -> None:
         """Rank the folder afresh and show the result (the watch's first step)."""
         await asyncio.to_thread(self.index.scan)
+        await asyncio.to_thread(self.catalog.scan)
         self._publish()
 
     async def wait_for_change(self, seen: int) -> None:
@@ -252,8 +194,11 @@ class Gallery:
                 await self.scan()
                 log.info("gallery: watching %s (%d images shown)", folder, len(self.snapshot))
                 async for changes in awatch(folder, watch_filter=None, recursive=False):
+                    landed = await asyncio.to_thread(self.catalog.apply, changes)
                     if await asyncio.to_thread(self.index.apply, changes):
                         self._publish()
+                    for listener in self.on_landed if landed else ():
+                        await listener(landed)
             except Exception:
                 log.exception("gallery: watcher failed; restarting in 1 s")
                 await asyncio.sleep(1)

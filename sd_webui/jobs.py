@@ -50,7 +50,12 @@ _JOB_ID_RE = re.compile(
 
 
 class InvalidJob(ValueError):
-    """A message that breaks contract 1; `str()` is a reason fit for a user or a header."""
+    """A message that breaks contract 1; `str()` is a reason fit for a user or a header, and
+    `field` the field at fault (None for the body as a whole)."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.field = field
 
 
 class EmptyPrompt(InvalidJob):
@@ -86,20 +91,25 @@ def _multiple_of_8(value: int) -> int:
 Side = Annotated[StrictInt, Field(ge=256, le=1024), AfterValidator(_multiple_of_8)]
 
 
-class Job(BaseModel):
-    """One generation request: `prompt` and `count` are all an old worker reads."""
+class JobSettings(BaseModel):
+    """What a job asks for: the fields a caller chooses (the page, the jobs API)."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
 
     prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     count: StrictInt = Field(default=1, ge=1, le=MAX_COUNT)
-    id: Annotated[StrictStr, AfterValidator(_check_job_id)] = Field(default_factory=new_job_id)
     negative_prompt: StrictStr = Field(default="", max_length=MAX_PROMPT_CHARS)
     seed: StrictInt | None = Field(default=None, ge=0, le=2**32 - 1)
     width: Side = 512
     height: Side = 512
     steps: StrictInt = Field(default=1, ge=1, le=50)
     guidance_scale: StrictFloat | StrictInt = Field(default=0.0, ge=0, le=20)
+
+
+class Job(JobSettings):
+    """One generation request: `prompt` and `count` are all an old worker reads."""
+
+    id: Annotated[StrictStr, AfterValidator(_check_job_id)] = Field(default_factory=new_job_id)
     submitted_at: datetime | None = None
 
     def body(self) -> bytes:
@@ -107,10 +117,11 @@ class Job(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-def _reason(error: ValidationError) -> str:
+def invalid_job(error: ValidationError) -> InvalidJob:
+    """The first error of a validation as an InvalidJob: `<field>: <message>`."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
+    where = ".".join(str(part) for part in first["loc"])
+    return InvalidJob(f"{where or 'body'}: {first['msg']}", str(first["loc"][0]) if where else None)
 
 
 def parse_job(data: dict[str, Any]) -> Job:
@@ -118,7 +129,7 @@ def parse_job(data: dict[str, Any]) -> Job:
     try:
         return Job.model_validate(data)
     except ValidationError as error:
-        raise InvalidJob(_reason(error)) from None
+        raise invalid_job(error) from None
 
 
 def decode_body(body: bytes) -> dict[str, Any]:
@@ -155,9 +166,9 @@ def build_jobs(prompt: str, count: int, in_parallel: bool, **options: Any) -> li
     anything is published.
     """
     if not isinstance(prompt, str) or not prompt.strip():
-        raise EmptyPrompt("Type a prompt first.")
+        raise EmptyPrompt("Type a prompt first.", "prompt")
     if has_stop_word(prompt):
-        raise StopWordPrompt(NSFW_WARNING)
+        raise StopWordPrompt(NSFW_WARNING, "prompt")
     job = parse_job(
         {"prompt": prompt, "count": count, "submitted_at": datetime.now(UTC), **options}
     )

@@ -8,7 +8,9 @@ One seam, `get_sink()`: with `AMQP_URL` set it is the process's RabbitMQ `Publis
 from typing import TYPE_CHECKING, Protocol
 
 from sd_webui.broker import Publisher
+from sd_webui.events import JobEvent, get_hub
 from sd_webui.jobs import Job
+from sd_webui.queue_stats import QueueSnapshot, get_queue_stats
 from sd_webui.settings import get_settings
 
 if TYPE_CHECKING:
@@ -42,9 +44,39 @@ def get_sink() -> JobSink:
     return _sink
 
 
+class PendingLimit(Exception):
+    """Queuing these jobs would take one caller past MAX_PENDING_PER_SESSION: nothing was sent."""
+
+    def __init__(self, pending: int, limit: int) -> None:
+        super().__init__(
+            f"{pending} unfinished jobs, and at most {limit} may wait or run at a time"
+        )
+        self.pending, self.limit = pending, limit
+
+
+async def enqueue(jobs: list[Job], *, pending: int) -> None:
+    """Queue the jobs of one request (a press of Generate, an API call) for a caller that has
+    `pending` unfinished jobs; each enters the process's EventHub as `queued`, so the registry
+    (a reloaded page, the jobs API) knows it. Raises PendingLimit or QueueUnavailable, having
+    published nothing."""
+    limit = get_settings().max_pending_per_session
+    if pending + len(jobs) > limit:
+        raise PendingLimit(pending, limit)
+    await get_sink().publish(jobs)
+    for job in jobs:
+        get_hub().publish(JobEvent(id=job.id, state="queued"))
+
+
 def get_embedded_queue() -> "EmbeddedQueue | None":
     """The embedded queue when this process runs one (no `AMQP_URL`), else None."""
     return None if get_settings().amqp_url else get_sink()  # type: ignore[return-value]
+
+
+def queue_snapshot() -> QueueSnapshot | None:
+    """The queue's figures as this process knows them now: RabbitMQ's latest poll, or the
+    embedded queue itself; None before either exists."""
+    stats, embedded = get_queue_stats(), get_embedded_queue()
+    return stats.latest if stats is not None else embedded.snapshot() if embedded else None
 
 
 def set_sink(sink: JobSink | None) -> None:

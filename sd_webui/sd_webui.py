@@ -1,6 +1,6 @@
 """The Reflex app: the page, its lifespan tasks (the gallery watcher, the publisher, and with
-AMQP_URL the job events subscriber and the queue poller) and the backend routes that serve
-images and answer health probes."""
+AMQP_URL the job events subscriber and the queue poller), the HTTP API (sd_webui/api) and the
+backend routes that serve images and answer health probes."""
 
 import asyncio
 import contextlib
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import reflex as rx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from sd_webui.api.app import create_api
+from sd_webui.api.auth import log_access
 from sd_webui.cancellation import get_cancel_publisher
 from sd_webui.components import styles
 from sd_webui.components.full_view import full_view
@@ -26,8 +27,9 @@ from sd_webui.components.prompt_bar import prompt_bar
 from sd_webui.events import EventSubscriber, get_hub
 from sd_webui.gallery import get_gallery
 from sd_webui.job_state import JobsState, start_counter
+from sd_webui.landing import DoneWhenLanded
 from sd_webui.logs import configure_logging
-from sd_webui.publishing import close_sink, get_embedded_queue
+from sd_webui.publishing import close_sink, get_embedded_queue, queue_snapshot
 from sd_webui.queue_stats import get_queue_stats
 from sd_webui.settings import get_settings
 from sd_webui.state import IMAGE_ROUTE, GalleryState, ModelState, QueueState
@@ -97,9 +99,7 @@ async def status(request: Request) -> Response:
     """What this web app sees now, as JSON: the broker (reachable at the latest poll, which runs
     every POLL_INTERVAL_S and counts as unreachable once three intervals old; null without
     AMQP_URL), the queue's figures, the images folder and the gallery."""
-    settings = get_settings()
-    stats, embedded = get_queue_stats(), get_embedded_queue()
-    snapshot = stats.latest if stats is not None else embedded.snapshot() if embedded else None
+    settings, stats, snapshot = get_settings(), get_queue_stats(), queue_snapshot()
     return JSONResponse(
         {
             "broker_reachable": None if stats is None else stats.broker_reachable(),
@@ -120,8 +120,10 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-backend_routes = Starlette(
-    routes=[
+# The API's FastAPI app, with the routes of the images and the probes (not in its schema).
+backend = create_api()
+backend.router.routes.extend(
+    [
         Route(f"{IMAGE_ROUTE}/{{name:path}}", serve_image, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -137,8 +139,11 @@ async def lifespan():
     subscriber and one queue poller, else the embedded worker (which feeds the hub itself);
     the connections closed at the end."""
     settings = get_settings()
+    log_access()
     start_counter()  # counts job starts from now on, for the queued cards' "jobs ahead"
-    tasks = [asyncio.create_task(get_gallery().watch(), name="gallery-watcher")]
+    gallery = get_gallery()
+    gallery.on_landed.append(DoneWhenLanded(gallery.index.folder, get_hub()))
+    tasks = [asyncio.create_task(gallery.watch(), name="gallery-watcher")]
     if (queue := get_embedded_queue()) is not None:
         tasks.append(asyncio.create_task(queue.run(), name="embedded-worker"))
     if settings.amqp_url and (stats := get_queue_stats()) is not None:
@@ -174,7 +179,7 @@ def index() -> rx.Component:
 
 configure_logging()
 # The dark theme with sky-blue accents is configured in rxconfig.py (RadixThemesPlugin).
-app = rx.App(api_transformer=backend_routes)
+app = rx.App(api_transformer=backend)
 app.add_page(
     index,
     title=JobsState.tab_title,  # "[42%] Stable Diffusion" while a job of this tab runs

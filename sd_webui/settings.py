@@ -37,8 +37,13 @@ class Settings(BaseSettings):
     cancel_queue: str = Field(
         default="sd.cancellations", description="Stream queue every worker reads cancels from."
     )
+    # The HTTP API (docs/api.md): keys, how long a synchronous request waits, body size.
+    api_keys: str = Field(default="", description="Comma-separated keys; empty: the API is open.")
+    api_keys_file: Path | None = Field(default=None, description="A file of keys, one per line.")
+    api_wait_s: float = Field(default=600.0, gt=0)
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    @field_validator("amqp_url", "metrics_port", mode="before")
+    @field_validator("amqp_url", "metrics_port", "api_keys_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`AMQP_URL=` in a compose file or shell means "not set", not an empty URL."""

@@ -13,13 +13,12 @@ import reflex as rx
 from reflex_base.registry import RegistrationContext
 
 from sd_webui.broker import QueueUnavailable
-from sd_webui.events import JobEvent, get_hub
-from sd_webui.gallery import Entry, get_gallery
+from sd_webui.gallery import get_gallery
+from sd_webui.image_files import Entry
 from sd_webui.jobs import EmptyPrompt, InvalidJob, Job, StopWordPrompt, build_jobs
 from sd_webui.metadata import UNKNOWN
-from sd_webui.publishing import get_embedded_queue, get_sink
-from sd_webui.queue_stats import POLL_INTERVAL_S, QueueSnapshot, get_queue_stats
-from sd_webui.settings import get_settings
+from sd_webui.publishing import PendingLimit, enqueue, get_embedded_queue, queue_snapshot
+from sd_webui.queue_stats import POLL_INTERVAL_S, QueueSnapshot
 
 IMAGE_ROUTE = "/images"
 PROMPT_INPUT_ID = "prompt"
@@ -100,24 +99,21 @@ async def submit(
     """
     try:
         jobs = build_jobs(prompt, count, in_parallel, **options)
-        limit = get_settings().max_pending_per_session
-        if pending + len(jobs) > limit:
-            return Submitted(
-                "warning",
-                f"Not sent: you have {pending} unfinished jobs and at most {limit} may wait or "
-                "run at a time. Wait for some to finish, or cancel some.",
-            )
-        await get_sink().publish(jobs)
+        await enqueue(jobs, pending=pending)
     except EmptyPrompt as error:
         return Submitted("info", str(error))
     except StopWordPrompt as error:
         return Submitted("warning", str(error))
     except InvalidJob as error:
         return Submitted("error", f"Not sent, the job is invalid: {error}")
+    except PendingLimit as error:
+        return Submitted(
+            "warning",
+            f"Not sent: you have {error.pending} unfinished jobs and at most {error.limit} may "
+            "wait or run at a time. Wait for some to finish, or cancel some.",
+        )
     except QueueUnavailable as error:
         return Submitted("error", f"The queue is unavailable, nothing was sent. {error}")
-    for job in jobs:
-        get_hub().publish(JobEvent(id=job.id, state="queued"))
     images = "1 image" if count == 1 else f"{count} images"
     return Submitted("success", f"The task was added to the job queue ({images}).", tuple(jobs))
 
@@ -293,15 +289,9 @@ class QueueState(rx.State):
         a change is sent."""
         async with self:
             token = self.router.session.client_token
-        stats, queue = get_queue_stats(), get_embedded_queue()
         shown: tuple[int, int] | None = None
         while connected(token):
-            if stats is not None:
-                snapshot = stats.latest
-            elif queue is not None:
-                snapshot = queue.snapshot()
-            else:
-                snapshot = QueueSnapshot()
+            snapshot = queue_snapshot() or QueueSnapshot()
             figures = (
                 -1 if snapshot.waiting is None else snapshot.waiting,
                 -1 if snapshot.workers is None else snapshot.workers,

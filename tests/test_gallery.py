@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
-from sd_webui.gallery import Gallery, GalleryIndex, image_index, is_candidate, job_stem
+from sd_webui.gallery import Gallery, GalleryIndex
+from sd_webui.image_files import image_index, is_candidate, job_stem
 
 
 def png_bytes() -> bytes:

@@ -8,7 +8,6 @@ come from its id), and one whose files are already complete is not generated aga
 """
 
 import io
-import json
 import os
 import secrets
 from pathlib import Path
@@ -16,11 +15,9 @@ from pathlib import Path
 from PIL.Image import Image
 from PIL.PngImagePlugin import PngInfo
 
+from sd_webui.image_files import landed_job
 from sd_webui.jobs import Job
 from sd_webui.metadata import FastSDSettings
-
-# Every PNG ends with this IEND chunk: a file that does not was cut short by another writer.
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def temporary_name(name: str) -> str:
@@ -76,27 +73,13 @@ def write_job_files(
     return [folder / name for name in contents]
 
 
-def _ends_whole(path: Path) -> bool:
-    with open(path, "rb") as file:
-        if file.seek(0, os.SEEK_END) < len(PNG_END):
-            return False
-        file.seek(-len(PNG_END), os.SEEK_END)
-        return file.read() == PNG_END
-
-
 def completed_files(folder: Path, job: Job) -> list[Path] | None:
     """The job's files, JSON first, when an earlier attempt wrote them all (the acknowledgement
     was lost): a sidecar for this prompt and count, and every PNG whole. Else None."""
-    sidecar = folder / f"{job.id}.json"
-    images = [folder / f"{job.id}-{index + 1}.png" for index in range(job.count)]
-    try:
-        record = json.loads(sidecar.read_bytes())
-        if not isinstance(record, dict):
-            return None
-        if record.get("prompt") != job.prompt or record.get("number_of_images") != job.count:
-            return None
-        if not all(_ends_whole(image) for image in images):
-            return None
-    except (OSError, ValueError, RecursionError):
+    landed = landed_job(folder, job.id)
+    if landed is None:
         return None
-    return [sidecar, *images]
+    record, names = landed
+    if record.get("prompt") != job.prompt or record.get("number_of_images") != job.count:
+        return None
+    return [folder / name for name in names]

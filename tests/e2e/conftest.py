@@ -1,82 +1,15 @@
 """The product as a user runs it: `reflex run --env prod --single-port` as a child process,
 `sd-worker` processes on the tiny demo model, and headless Chromium."""
 
-import os
-import shutil
-import signal
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import chromium, free_port, unavailable
+from tests.conftest import chromium
 
-ROOT = Path(__file__).resolve().parents[2]
-APP_START_TIMEOUT_S = 300
 TOAST_MS = 15_000
 ADDED = "The task was added to the job queue"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextmanager
-def web_app(log_path: Path, **env: str) -> Iterator[str]:
-    """The web app in production mode on a free port; yields its URL, stops it afterwards."""
-    if not shutil.which("bun"):
-        unavailable("bun is not installed (scripts/setup.sh installs it)")
-    port = free_port()
-    environment = {
-        **os.environ,
-        "REFLEX_USE_SYSTEM_BUN": "1",
-        "REFLEX_TELEMETRY_ENABLED": "false",
-        "HF_HUB_OFFLINE": "1",
-        **env,
-    }
-    if "AMQP_URL" not in env:
-        environment.pop("AMQP_URL", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/reflex"),
-                "run",
-                "--env",
-                "prod",
-                "--single-port",
-                "--frontend-port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + APP_START_TIMEOUT_S
-            while not (_answers(f"{url}/healthz") and _answers(url)):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the web app did not start; log:\n{log_path.read_text()[-4000:]}")
-                time.sleep(1)
-            yield url
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from sd_webui.settings import Settings
-from tests.e2e.conftest import TOAST_MS, generate, web_app
+from tests.app_process import web_app
+from tests.e2e.conftest import TOAST_MS, generate
 from tests.worker.worker_support import WorkerProcess
 
 pytestmark = pytest.mark.browser

@@ -19,8 +19,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from sd_webui.broker import declare_queues
 from sd_webui.settings import Settings
+from tests.app_process import web_app
 from tests.conftest import delete_queues, run_async
-from tests.e2e.conftest import TOAST_MS, added, generate, web_app
+from tests.e2e.conftest import TOAST_MS, added, generate
 from tests.worker.worker_support import WorkerProcess, drain, ready_count
 
 pytestmark = pytest.mark.browser

@@ -8,7 +8,7 @@ from starlette.testclient import TestClient
 
 from sd_webui import gallery, publishing
 from sd_webui.queue_stats import get_queue_stats
-from sd_webui.sd_webui import backend_routes, servable
+from sd_webui.sd_webui import backend, servable
 from sd_webui.settings import get_settings
 from tests.conftest import free_port
 
@@ -66,7 +66,7 @@ def client(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient
     get_queue_stats.cache_clear()
     publishing.set_sink(None)
     monkeypatch.setattr(gallery, "_gallery", None)
-    yield TestClient(backend_routes)
+    yield TestClient(backend)
     get_settings.cache_clear()
     get_queue_stats.cache_clear()
     publishing.set_sink(None)

@@ -1,0 +1,82 @@
+"""The web app as a child process, as a user runs it (`reflex run --env prod`)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, unavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_START_TIMEOUT_S = 300
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def web_app(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterator[str]:
+    """The web app in production mode on a free port; yields its URL, stops it afterwards.
+
+    `backend_only`: the backend alone (the API, images and probes; no page), which starts in
+    seconds instead of building the page first.
+    """
+    if not backend_only and not shutil.which("bun"):
+        unavailable("bun is not installed (scripts/setup.sh installs it)")
+    port = free_port()
+    if backend_only:
+        mode = ["--backend-only", "--backend-port"]
+    else:
+        mode = ["--single-port", "--frontend-port"]
+    environment = {
+        **os.environ,
+        "REFLEX_USE_SYSTEM_BUN": "1",
+        "REFLEX_TELEMETRY_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+        **env,
+    }
+    if "AMQP_URL" not in env:
+        environment.pop("AMQP_URL", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/reflex"),
+                "run",
+                "--env",
+                "prod",
+                *mode,
+                str(port),
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + APP_START_TIMEOUT_S
+            while not (_answers(f"{url}/readyz") and (backend_only or _answers(url))):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the web app did not start; log:\n{log_path.read_text()[-4000:]}")
+                time.sleep(1)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
