@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -71,9 +72,13 @@ def test_rabbitmq_and_a_separate_worker(
             generate(page, "blue cat", 3, in_parallel=True)
             expect(page.locator('img[alt="blue cat"]')).to_have_count(3, timeout=IMAGES_TIMEOUT_MS)
             assert len(set(shown_jobs(page, "blue cat"))) == 3
+
+            answer = httpx.post(f"{url}/sdapi/v1/txt2img", json={"prompt": "api owl"}, timeout=120)
+            assert len(answer.json()["images"]) == 1  # an API job lands in the live gallery
+            expect(page.locator('img[alt="api owl"]')).to_have_count(1, timeout=IMAGES_TIMEOUT_MS)
     finally:
         worker.kill()
-    assert worker.log.count("outcome=done") == 4, worker.log
+    assert worker.log.count("outcome=done") == 5, worker.log
 
 
 def test_embedded_default_without_amqp_url(
@@ -85,14 +90,15 @@ def test_embedded_default_without_amqp_url(
         expect(page.locator('img[alt="red fox"]')).to_have_count(2, timeout=IMAGES_TIMEOUT_MS)
         expect(page.locator("#model-status")).to_have_count(0)
         expect_hover_card(page, "red fox", str(demo_model), "512x512")
+        answer = httpx.post(f"{url}/api/v1/jobs", json={"prompt": "api heron"})
+        (api_job,) = answer.json()["ids"]  # an API job lands in the live gallery
+        expect(page.locator('img[alt="api heron"]')).to_have_count(1, timeout=IMAGES_TIMEOUT_MS)
         log = (tmp_path / "web.log").read_text()
-    assert log.count("outcome=done") == 1, log
-    (stem,) = {path.stem for path in images_dir.glob("*.json")}
-    assert sorted(path.name for path in images_dir.iterdir()) == [
-        f"{stem}-1.png",
-        f"{stem}-2.png",
-        f"{stem}.json",
-    ]
+    assert log.count("outcome=done") == 2, log
+    (stem,) = {path.stem for path in images_dir.glob("*.json")} - {api_job}
+    assert sorted(path.name for path in images_dir.iterdir()) == sorted(
+        [f"{stem}-1.png", f"{stem}-2.png", f"{stem}.json", f"{api_job}-1.png", f"{api_job}.json"]
+    )
 
 
 def test_embedded_default_says_what_to_set_when_the_model_cannot_load(
