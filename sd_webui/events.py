@@ -81,7 +81,8 @@ async def declare_events_exchange(channel: AbstractChannel, name: str) -> Abstra
 
 
 class JobRegistry:
-    """The latest event of the last `size` jobs, so a reloaded page can restore its cards.
+    """The latest event of the last `size` jobs, so a reloaded page can restore its cards
+    (with the worker its `started` named, which later events do not repeat).
 
     A job's final event sticks (a late duplicate cannot reopen it) and `queued` never hides an
     event a worker already sent, whatever order the web app and the broker deliver them in.
@@ -95,6 +96,8 @@ class JobRegistry:
         known = self._latest.get(event.id)
         if known is not None and (known.final or event.state == "queued"):
             return
+        if known is not None and known.worker and event.worker is None:
+            event = event.model_copy(update={"worker": known.worker})  # who runs it stays known
         self._latest[event.id] = event
         self._latest.move_to_end(event.id)
         while len(self._latest) > self.size:

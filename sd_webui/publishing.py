@@ -74,7 +74,7 @@ def get_embedded_queue() -> "EmbeddedQueue | None":
 
 def queue_snapshot() -> QueueSnapshot | None:
     """The queue's figures as this process knows them now: RabbitMQ's latest poll, or the
-    embedded queue itself; None before either exists."""
+    embedded queue itself (None only for a sink that is neither, as tests install)."""
     stats, embedded = get_queue_stats(), get_embedded_queue()
     return stats.latest if stats is not None else embedded.snapshot() if embedded else None
 

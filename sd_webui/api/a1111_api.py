@@ -3,7 +3,8 @@ client use, answered truthfully for what runs here.
 
 `txt2img` makes its `batch_size x n_iter` images as that many one-image jobs (so that many
 workers can share them; each image depends on its own seed only, so any of them can be made
-again alone), waits for them and answers A1111's shape with the seeds the workers used. Fields
+again alone), waits for them and answers A1111's shape with the seeds the workers used: the
+images made (an interrupted request has fewer), or 500 when every job failed. Fields
 this service has no use for (samplers, hires fix, scripts) are accepted and ignored; fields
 left out take this model's defaults (1 step, CFG 0: sd-turbo's), not A1111's.
 """
@@ -100,6 +101,9 @@ async def txt2img(body: Txt2ImgRequest, who: Caller) -> dict[str, Any]:
     jobs = make_jobs(body)
     await queue_for(who, jobs)
     finished = await wait_for_images(jobs)
+    if all(result.event.state == "failed" for result in finished):
+        reasons = "; ".join(sorted({result.event.error or "unknown" for result in finished}))
+        raise ApiError(500, f"the generation failed: {reasons}", code="generation_failed")
     images = [image for result in finished for image in result.images]
     seeds = [seed for result in finished for seed in result.seeds]
     first = jobs[0]

@@ -12,8 +12,10 @@ import binascii
 import hmac
 import logging
 from functools import lru_cache
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sd_webui.api.errors import ApiError
 from sd_webui.settings import Settings, get_settings
@@ -86,6 +88,13 @@ def log_access() -> None:
         log.info("API: %d keys accepted (Bearer or Basic auth)", len(keys.keys))
 
 
-async def caller(request: Request) -> str:
+# Declares Bearer auth in the schema (the docs page's Authorize button); it never refuses by
+# itself (FastAPI's HTTPBasic would, for the junk an open API must ignore): `caller` decides.
+BEARER = HTTPBearer(auto_error=False, description="an API key (Basic auth works too)")
+
+
+async def caller(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> str:
     """FastAPI dependency: who is calling (raises 401 for a missing or wrong key)."""
     return get_api_keys().caller(request)

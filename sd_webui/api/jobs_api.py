@@ -89,7 +89,11 @@ class QueueInfo(BaseModel):
 
 
 def image_url(request: Request, name: str) -> str:
-    return f"{str(request.base_url).rstrip('/')}{IMAGE_ROUTE}/{name}"
+    """The image's absolute URL as the client reached us: behind a TLS-terminating proxy, from
+    its X-Forwarded-Proto and -Host (they only shape the caller's own answer)."""
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    host = request.headers.get("x-forwarded-host", request.url.netloc).split(",")[0].strip()
+    return f"{scheme}://{host}{IMAGE_ROUTE}/{name}"
 
 
 def job_status(request: Request, event: JobEvent) -> JobStatus:

@@ -33,6 +33,13 @@ def test_url_images_are_served(sdk: openai.OpenAI):
     served = httpx.get(item.url)
     assert served.status_code == 200 and served.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(served.content)).size == (256, 320)
+    behind_tls = sdk.images.generate(
+        prompt="a paper boat",
+        size="256x256",
+        response_format="url",
+        extra_headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "sd.example.com"},
+    )
+    assert behind_tls.data[0].url.startswith("https://sd.example.com/images/")
 
 
 @pytest.mark.parametrize("size", ["300x300", "2048x2048", "big"])
