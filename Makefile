@@ -40,3 +40,4 @@ bench: install
 	$(BIN)/python bench/gallery.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/api.py
