@@ -50,10 +50,13 @@ class ImageCatalog:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def scan(self) -> None:
+    def scan(self) -> list[Key]:
+        """List the folder afresh; returns the keys (ascending), which the caller must not
+        change (the gallery ranks its newest from them)."""
         keys = sorted(folder_keys(self.folder))
         with self._lock:
             self._keys, self._by_name = keys, {key[1]: key for key in keys}
+        return keys
 
     def apply(self, changes: set[tuple[Change, str]]) -> list[str]:
         """One batch of watcher changes (the gallery's own batch); returns the PNGs that landed."""

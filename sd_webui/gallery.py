@@ -53,9 +53,10 @@ class GalleryIndex:
         self._broken: set[str] = set()
         self._beyond = False
 
-    def scan(self) -> None:
-        """Rank the folder from scratch and load the visible images' metadata."""
-        self._rank_folder()
+    def scan(self, keys: list[Key] | None = None) -> None:
+        """Rank the folder from scratch (from `keys` when the caller just listed it) and load
+        the visible images' metadata."""
+        self._rank_folder(keys)
         self._refresh_visible(reload=set())
 
     def entries(self) -> list[Entry]:
@@ -82,9 +83,10 @@ class GalleryIndex:
         self._refresh_visible(reload)
         return self.entries() != before
 
-    def _rank_folder(self) -> None:
-        """One `os.scandir` pass keeping the newest keys; no JSON is read here."""
-        keys = [key for key in folder_keys(self.folder) if key[1] not in self._broken]
+    def _rank_folder(self, listed: list[Key] | None = None) -> None:
+        """One `os.scandir` pass (unless `listed`) keeping the newest keys; no JSON is read."""
+        listed = folder_keys(self.folder) if listed is None else listed
+        keys = [key for key in listed if key[1] not in self._broken]
         limit = self.size + self.reserve
         self._ranked = heapq.nlargest(limit, keys)[::-1]
         self._keys = {name: (mtime, name) for mtime, name in self._ranked}
@@ -167,8 +169,8 @@ class Gallery:
 
     async def scan(self) -> None:
         """Rank the folder afresh and show the result (the watch's first step)."""
-        await asyncio.to_thread(self.index.scan)
-        await asyncio.to_thread(self.catalog.scan)
+        keys = await asyncio.to_thread(self.catalog.scan)  # one listing for both
+        await asyncio.to_thread(self.index.scan, keys)
         self._publish()
 
     async def wait_for_change(self, seen: int) -> None:
