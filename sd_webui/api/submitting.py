@@ -31,21 +31,26 @@ async def queue_for(caller: str, jobs: list[Job]) -> None:
     try:
         await enqueue(jobs, pending=pending)
     except PendingLimit as error:
-        callers.discard(caller, ids)
-        raise ApiError(
+        refusal = ApiError(
             429,
             f"Not queued: this caller has {error}. Wait for some to finish, or cancel some.",
             code="too_many_pending_jobs",
             pending=error.pending,
             limit=error.limit,
-        ) from None
+        )
     except QueueUnavailable as error:
-        callers.discard(caller, ids)
-        raise ApiError(
+        refusal = ApiError(
             503, f"The queue is unavailable, nothing was queued: {error}", code="queue_unavailable"
-        ) from None
-    callers.queued(ids)
-    log.info("API: %s queued %s", caller, " ".join(ids))
+        )
+    except BaseException:  # a bug, or the request cancelled: the caller's count stays true
+        callers.discard(caller, ids)
+        raise
+    else:
+        callers.queued(ids)
+        log.info("API: %s queued %s", caller, " ".join(ids))
+        return
+    callers.discard(caller, ids)
+    raise refusal
 
 
 @dataclass(frozen=True)
