@@ -40,4 +40,5 @@ bench: install
 	$(BIN)/python bench/gallery.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/events.py
 	$(BIN)/python bench/api.py
