@@ -64,10 +64,10 @@ def test_progress_while_a_job_runs_then_interrupt(client, long_job: dict, api_lo
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         progress = client.get_progress()
-        if progress["state"]["sampling_step"] >= 2:
+        if progress["state"]["sampling_step"] >= 1:
             seen.append(progress)
             break
-        time.sleep(0.1)
+        time.sleep(0.02)
     assert seen, "no progress was reported"
     progress = seen[-1]
     assert 0 < progress["progress"] < 1
