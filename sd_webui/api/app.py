@@ -4,10 +4,17 @@ own backend inside it (rx.App(api_transformer=...)), so routes added here come f
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sd_webui.api import a1111_api, jobs_api, openai_api
-from sd_webui.api.errors import ApiError, api_error_handler, render, validation_error_handler
+from sd_webui.api.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    render,
+    validation_error_handler,
+)
 from sd_webui.settings import get_settings
 
 API_PREFIXES = ("/api/", "/sdapi/", "/v1/", "/internal/")
@@ -77,5 +84,6 @@ def create_api() -> FastAPI:
     api.include_router(openai_api.router)
     api.add_exception_handler(ApiError, api_error_handler)
     api.add_exception_handler(RequestValidationError, validation_error_handler)
+    api.add_exception_handler(StarletteHTTPException, http_error_handler)
     api.add_middleware(BodyLimit)
     return api

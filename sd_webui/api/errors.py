@@ -2,12 +2,14 @@
 `{"error": {"message", "type", "param", "code"}}` under `/v1`, FastAPI's `{"detail"}` elsewhere
 (which is also what AUTOMATIC1111, itself a FastAPI app, answers)."""
 
+import math
 from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sd_webui.jobs import InvalidJob
 
@@ -79,8 +81,31 @@ async def validation_error_handler(request: Request, error: Exception) -> JSONRe
     return render(request, ApiError(422, message, code="invalid_value", field=field))
 
 
+async def http_error_handler(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's own refusals (a body that is not JSON at all: 400) in the door's shape."""
+    assert isinstance(error, StarletteHTTPException)
+    message = str(error.detail)
+    return render(request, ApiError(error.status_code, message, code=f"http_{error.status_code}"))
+
+
 def jsonable(problems: Any) -> Any:
-    """Validation errors without their `ctx` objects (an exception is not JSON)."""
-    return jsonable_encoder(
-        [{key: value for key, value in problem.items() if key != "ctx"} for problem in problems]
+    """Validation errors without their `ctx` objects (an exception is not JSON), and with the
+    input shown printable: a lone surrogate (`"\\ud800"` is valid JSON) cannot be UTF-8, and
+    Python's decoder takes `Infinity` and `NaN`, which JSON cannot answer."""
+    return printable(
+        jsonable_encoder(
+            [{key: value for key, value in problem.items() if key != "ctx"} for problem in problems]
+        )
     )
+
+
+def printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    return value
