@@ -246,7 +246,9 @@ def test_full_view_use_this_prompt_and_closing(page: Page, seeded: list[Path]) -
 
     page.locator(f"img[data-name='{newest.name}']").click()
     expect(dialog).to_be_visible()
-    page.mouse.click(5, 890)
+    # A click on the backdrop, outside the card: through the locator, which waits until the
+    # dialog stands still (a raw mouse click could land before it listens for outside clicks).
+    page.locator(".rt-DialogOverlay").click(position={"x": 5, "y": 5})
     expect(dialog).to_be_hidden()
 
     page.locator(f"img[data-name='{newest.name}']").click()
