@@ -63,6 +63,11 @@ class JobEvent(BaseModel):
         return f"job.{self.id}.{self.state}"
 
     @property
+    def pngs(self) -> list[str]:
+        """done: the image file names, without the JSON sidecar."""
+        return [name for name in self.files or [] if name.endswith(".png")]
+
+    @property
     def final(self) -> bool:
         """Nothing follows: the job's card can stop moving."""
         return self.state in FINAL_STATES

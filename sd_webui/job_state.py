@@ -98,7 +98,7 @@ def applied(card: JobCard, event: JobEvent) -> JobCard:
                 card, state="running", step=step, steps=steps, image=image, percent=percent
             )
         case "done":
-            pngs = [f"{IMAGE_ROUTE}/{name}" for name in event.files or [] if name.endswith(".png")]
+            pngs = [f"{IMAGE_ROUTE}/{name}" for name in event.pngs]
             return dataclasses.replace(card, state="done", percent=100, images=pngs)
         case "failed":
             return dataclasses.replace(card, state="failed", error=event.error or "unknown error")

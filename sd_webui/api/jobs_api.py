@@ -98,7 +98,6 @@ def image_url(request: Request, name: str) -> str:
 
 def job_status(request: Request, event: JobEvent) -> JobStatus:
     state = "running" if event.state in ("started", "progress") else event.state
-    pngs = [name for name in event.files or [] if name.endswith(".png")]
     return JobStatus(
         id=event.id,
         state=state,
@@ -106,7 +105,7 @@ def job_status(request: Request, event: JobEvent) -> JobStatus:
         step=event.step,
         steps=event.steps,
         image=event.image,
-        images=[image_url(request, name) for name in pngs],
+        images=[image_url(request, name) for name in event.pngs],
         error=event.error,
         updated_at=event.at,
     )

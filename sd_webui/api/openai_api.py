@@ -62,8 +62,7 @@ async def generate_images(
     finished = await wait_for_images(jobs)
     data: list[dict[str, Any]] = []
     for result in finished:
-        names = [name for name in result.event.files or [] if name.endswith(".png")]
-        for name, image in zip(names, result.images, strict=True):
+        for name, image in zip(result.event.pngs, result.images, strict=True):
             if body.response_format == "url":
                 data.append({"url": image_url(request, name), "revised_prompt": body.prompt})
             else:

@@ -86,10 +86,8 @@ def read_finished(event: JobEvent) -> Finished:
     if event.state != "done":
         return Finished(event, [], [], [])
     folder = get_settings().images_dir
-    names = event.files or []
-    pngs = [name for name in names if name.endswith(".png")]
     try:
-        images = [(folder / name).read_bytes() for name in pngs]
+        images = [(folder / name).read_bytes() for name in event.pngs]
         sidecar = json.loads((folder / f"{event.id}.json").read_bytes())
     except (OSError, ValueError) as error:
         raise ApiError(
