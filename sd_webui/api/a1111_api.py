@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from sd_webui.api.auth import caller
+from sd_webui.api.auth import Caller, caller
 from sd_webui.api.callers import get_callers
 from sd_webui.api.errors import ApiError, invalid_field
 from sd_webui.api.submitting import queue_for, wait_for_images
@@ -32,7 +32,6 @@ from sd_webui.settings import get_settings
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"], dependencies=[Depends(caller)])
-Caller = Annotated[str, Depends(caller)]
 SAMPLER = "Euler"  # the scheduler sd-turbo's pipeline runs (EulerDiscreteScheduler)
 # The A1111 field each contract-1 field comes from, to name it in errors.
 A1111_NAMES = {"guidance_scale": "cfg_scale", "count": "batch_size"}

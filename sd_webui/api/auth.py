@@ -14,7 +14,7 @@ import logging
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sd_webui.api.errors import ApiError
@@ -98,3 +98,6 @@ async def caller(
 ) -> str:
     """FastAPI dependency: who is calling (raises 401 for a missing or wrong key)."""
     return get_api_keys().caller(request)
+
+
+Caller = Annotated[str, Depends(caller)]  # a route's `who: Caller` parameter

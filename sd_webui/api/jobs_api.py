@@ -6,11 +6,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from sd_webui.api.auth import caller
+from sd_webui.api.auth import Caller
 from sd_webui.api.errors import ApiError, invalid_field
 from sd_webui.api.submitting import queue_for
 from sd_webui.api.waiting import follow
@@ -28,7 +28,6 @@ from sd_webui.settings import get_settings
 from sd_webui.state import IMAGE_ROUTE
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
-Caller = Annotated[str, Depends(caller)]
 
 
 class JobRequest(JobSettings):

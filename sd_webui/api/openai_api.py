@@ -5,12 +5,12 @@ accepted whatever it names, since the workers run SD_MODEL. Errors are OpenAI-sh
 import re
 import time
 from base64 import b64encode
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from sd_webui.api.auth import caller
+from sd_webui.api.auth import Caller
 from sd_webui.api.errors import ApiError, invalid_field
 from sd_webui.api.jobs_api import image_url
 from sd_webui.api.submitting import queue_for, wait_for_images
@@ -18,7 +18,6 @@ from sd_webui.jobs import MAX_COUNT, InvalidJob, build_jobs
 from sd_webui.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["OpenAI"])
-Caller = Annotated[str, Depends(caller)]
 SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_SIZE = (512, 512)  # sd-turbo's own size, also for "auto"
 
