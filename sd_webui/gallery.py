@@ -173,6 +173,11 @@ class Gallery:
         await asyncio.to_thread(self.index.scan, keys)
         self._publish()
 
+    def _apply(self, changes: set[tuple[Change, str]]) -> tuple[list[str], bool]:
+        """One batch of changes to the catalog and the index, in one trip to a thread: the
+        PNGs that landed, and whether the visible images changed."""
+        return self.catalog.apply(changes), self.index.apply(changes)
+
     async def wait_for_change(self, seen: int) -> None:
         """Return once `version` has moved past `seen` (at once if it already has)."""
         if self.version != seen:
@@ -196,8 +201,8 @@ class Gallery:
                 await self.scan()
                 log.info("gallery: watching %s (%d images shown)", folder, len(self.snapshot))
                 async for changes in awatch(folder, watch_filter=None, recursive=False):
-                    landed = await asyncio.to_thread(self.catalog.apply, changes)
-                    if await asyncio.to_thread(self.index.apply, changes):
+                    landed, visible_changed = await asyncio.to_thread(self._apply, changes)
+                    if visible_changed:
                         self._publish()
                     for listener in self.on_landed if landed else ():
                         await listener(landed)
