@@ -1,21 +1,12 @@
 """The catalog: every image of the folder, newest first, in pages that a cursor continues."""
 
-import os
 from pathlib import Path
 
 import pytest
 from watchfiles import Change
 
 from sd_webui.catalog import BadCursor, ImageCatalog, decode_cursor, encode_cursor
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16 + b"IEND\xaeB`\x82"
-
-
-def put(folder: Path, name: str, mtime: int) -> Path:
-    path = folder / name
-    path.write_bytes(PNG)
-    os.utime(path, ns=(mtime, mtime))
-    return path
+from tests.test_gallery import put
 
 
 def every_page(catalog: ImageCatalog, limit: int) -> list[str]:
@@ -63,7 +54,7 @@ def test_a_rewritten_image_moves_to_the_top_once(tmp_path: Path):
     put(tmp_path, "other-1.png", 2000)
     catalog = ImageCatalog(tmp_path)
     catalog.scan()
-    os.utime(path, ns=(3000, 3000))
+    put(tmp_path, path.name, 3000)  # written again, later
     catalog.apply({(Change.modified, str(path))})
     assert every_page(catalog, 1) == ["again-1.png", "other-1.png"]
 
