@@ -15,8 +15,12 @@ from typing import Any, TypeVar
 
 import aio_pika
 import pytest
+from PIL import Image
 
+from sd_webui.jobs import Job
+from sd_webui.metadata import FastSDSettings
 from sd_webui.settings import Settings
+from sd_webui.worker.outputs import write_job_files
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("REFLEX_TELEMETRY_ENABLED", "false")
@@ -78,6 +82,12 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def write_finished_job(folder: Path, job: Job) -> None:
+    """A job's files as a worker writes them (the worker's own writer): tiny 8x8 images."""
+    record = FastSDSettings.for_job(job, model_id="m", seeds=list(range(job.count)))
+    write_job_files(folder, job.id, record, [Image.new("RGB", (8, 8))] * job.count)
 
 
 def run_async(coroutine: Coroutine[object, object, T]) -> T:

@@ -4,20 +4,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from sd_webui.api.waiting import until_final
 from sd_webui.events import JobEvent, get_hub
 from sd_webui.gallery import Gallery
 from sd_webui.jobs import Job
 from sd_webui.landing import DoneWhenLanded
-from sd_webui.metadata import FastSDSettings
-from sd_webui.worker.outputs import write_job_files
-
-
-def write(folder: Path, job: Job) -> None:
-    record = FastSDSettings.for_job(job, model_id="m", seeds=list(range(job.count)))
-    write_job_files(folder, job.id, record, [Image.new("RGB", (8, 8))] * job.count)
+from tests.conftest import write_finished_job
 
 
 async def test_a_waiting_request_ends_when_the_files_land(tmp_path: Path):
@@ -32,8 +25,8 @@ async def test_a_waiting_request_ends_when_the_files_land(tmp_path: Path):
         waiting = asyncio.create_task(until_final([waited.id], 20))
         await asyncio.sleep(0.2)
         assert not waiting.done()
-        write(tmp_path, stranger)
-        write(tmp_path, waited)
+        write_finished_job(tmp_path, stranger)
+        write_finished_job(tmp_path, waited)
         final = (await waiting)[waited.id]
         assert final.state == "done"
         assert final.files == [f"{waited.id}.json", f"{waited.id}-1.png", f"{waited.id}-2.png"]

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from PIL import Image
 
+from sd_webui.jobs import Job
 from tests.api.conftest import PASSWORD, TOKEN, USER, basic
+from tests.conftest import write_finished_job
 
 
 def events(api: httpx.Client, job_id: str) -> Iterator[tuple[str, dict]]:
@@ -67,20 +68,10 @@ def test_cancel_a_running_job(api: httpx.Client, api_images: Path):
     assert api.delete(f"/api/v1/jobs/{job_id}").status_code == 409
 
 
-def write_png(folder: Path, job_id: str, prompt: str) -> None:
-    """A tiny image and its sidecar, each renamed into place whole (as a worker writes them)."""
-    (folder / f".{job_id}.json.tmp").write_text(
-        json.dumps({"prompt": prompt, "image_seeds": [1], "image_width": 8, "image_height": 8})
-    )
-    (folder / f".{job_id}.json.tmp").rename(folder / f"{job_id}.json")
-    Image.new("RGB", (8, 8)).save(folder / f".{job_id}-1.png.tmp", format="PNG")
-    (folder / f".{job_id}-1.png.tmp").rename(folder / f"{job_id}-1.png")
-
-
 def test_pages_over_the_whole_folder_while_images_land(api: httpx.Client, api_images: Path):
     ours = {f"{index:032x}" for index in range(1, 251)}
     for job_id in sorted(ours):
-        write_png(api_images, job_id, f"picture {job_id[-3:]}")
+        write_finished_job(api_images, Job(id=job_id, prompt=f"picture {job_id[-3:]}"))
     deadline = time.monotonic() + 30
     while len(api.get("/api/v1/images", params={"limit": 100}).json()["images"]) < 100:
         assert time.monotonic() < deadline
@@ -90,7 +81,7 @@ def test_pages_over_the_whole_folder_while_images_land(api: httpx.Client, api_im
 
     def land() -> None:
         for index in range(40):
-            write_png(api_images, f"{0xF00000 + index:032x}", "a newcomer")
+            write_finished_job(api_images, Job(id=f"{0xF00000 + index:032x}", prompt="a newcomer"))
             time.sleep(0.02)
         landing.set()
 
