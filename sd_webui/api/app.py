@@ -27,14 +27,14 @@ class BodyLimit:
     """API_MAX_BODY_BYTES for API requests: a larger body (declared or streamed) is answered
     413 before any route sees it. The page's own routes are not touched."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(API_PREFIXES):
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes or get_settings().api_max_body_bytes
+        limit = get_settings().api_max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         chunks: list[bytes] = []
         size = int(declared) if declared.isdigit() else 0
