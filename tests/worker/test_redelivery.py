@@ -18,7 +18,9 @@ from tests.rabbitmq_node import RabbitNode
 pytestmark = pytest.mark.broker
 
 # No seed: before, each attempt drew new random seeds and rewrote other pixels.
-UNSEEDED_JOB = {"prompt": "a slow green dog", "count": 2, "width": 512, "height": 512, "steps": 3}
+# Slow enough (about 5 s on two cores, 0.7 s at 512x512 and 3 steps) that the broker's stop or
+# the relay's hold always lands while it runs, on a faster CPU too.
+UNSEEDED_JOB = {"prompt": "a slow green dog", "count": 2, "width": 768, "height": 768, "steps": 8}
 
 
 def test_a_job_without_a_seed_has_the_same_seeds_at_every_attempt() -> None:
