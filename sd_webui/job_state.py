@@ -9,10 +9,10 @@ app restarted) shows as queued, and its images still reach the gallery.
 import asyncio
 import dataclasses
 import json
-import uuid
 from functools import lru_cache
 
 import reflex as rx
+from reflex_base.registry import RegistrationContext
 
 from sd_webui.broker import QueueUnavailable
 from sd_webui.cancellation import publish_cancel
@@ -20,16 +20,11 @@ from sd_webui.events import FINAL_STATES, JobEvent, get_hub
 from sd_webui.jobs import Job
 from sd_webui.publishing import get_embedded_queue
 from sd_webui.queue_stats import get_queue_stats
-from sd_webui.state import (
-    CONNECTION_CHECK_S,
-    IMAGE_ROUTE,
-    PROMPT_INPUT_ID,
-    PromptState,
-    Submitted,
-    connected,
-    submit,
-)
+from sd_webui.shared_registry import recall
+from sd_webui.state import IMAGE_ROUTE, PROMPT_INPUT_ID, PromptState, Submitted, submit
 
+# How often a tab's loop, idle with nothing to apply, checks that its tab is still open.
+CONNECTION_CHECK_S = 30.0
 MAX_CARDS = 20  # the newest cards a tab keeps (and remembers across a reload)
 UNFINISHED = ("queued", "running")
 APP_TITLE = "Stable Diffusion"
@@ -94,8 +89,17 @@ def applied(card: JobCard, event: JobEvent) -> JobCard:
             if image and card.count > 1:  # images one after another: the job's whole way
                 done_steps, total = (image - 1) * steps + step, card.count * steps
             percent = round(100 * done_steps / total)
+            # The worker too: a card restored from the registry missed the `started` event
+            # (the registry carries its worker on).
+            worker = event.worker or card.worker
             return dataclasses.replace(
-                card, state="running", step=step, steps=steps, image=image, percent=percent
+                card,
+                state="running",
+                worker=worker,
+                step=step,
+                steps=steps,
+                image=image,
+                percent=percent,
             )
         case "done":
             pngs = [f"{IMAGE_ROUTE}/{name}" for name in event.pngs]
@@ -150,13 +154,41 @@ def restored(card: JobCard, latest: JobEvent | None) -> JobCard:
     return with_ahead(card if latest is None else applied(card, latest))
 
 
+def connected(token: str) -> bool:
+    """Whether this tab's websocket is open on this process (its loop ends when not)."""
+    namespace = RegistrationContext.get().app.event_namespace
+    if namespace is None:
+        return False
+    tokens = namespace._token_manager
+    socket = tokens.token_to_socket.get(token)
+    return socket is not None and socket.instance_id == tokens.instance_id
+
+
+@dataclasses.dataclass
+class TabLoop:
+    """A tab's current `follow` loop and that tab's unfinished jobs, readable without the tab's
+    state lock: the loop takes the lock only for an event about one of them, or for a start
+    while it has any (a start moves the "jobs ahead" of queued cards). Every other tab sleeps
+    through an event, so its cost grows with the tabs concerned, not the tabs open."""
+
+    unfinished: frozenset[str] = frozenset()
+
+
+_loops: dict[str, TabLoop] = {}  # by client token: the newest loop of each tab of this process
+
+
+def concerns(batch: list[JobEvent], unfinished: frozenset[str]) -> bool:
+    return bool(unfinished) and any(
+        event.id in unfinished or event.state == "started" for event in batch
+    )
+
+
 class JobsState(rx.State):
     """This tab's job cards, Generate, Retry and Cancel."""
 
     jobs: list[JobCard] = []
     # The jobs this tab submitted (their JSON bodies, newest first), for reloads and Retry.
     submitted: str = rx.SessionStorage("[]", name="sd_webui_jobs")
-    _follower: str = ""
 
     @rx.var
     def pending(self) -> int:
@@ -187,7 +219,7 @@ class JobsState(rx.State):
         waiting = await waiting_now()
         outcome = await submit(prompt, count, in_parallel, pending=self.pending, **options)
         if outcome.jobs:
-            self.jobs = (new_cards(outcome.jobs, waiting) + self.jobs)[:MAX_CARDS]
+            self._show((new_cards(outcome.jobs, waiting) + self.jobs)[:MAX_CARDS])
             bodies = [json.loads(job.body()) for job in reversed(outcome.jobs)]
             self.submitted = json.dumps((bodies + self._bodies())[:MAX_CARDS])
         return outcome
@@ -238,34 +270,40 @@ class JobsState(rx.State):
     async def follow(self):
         """Restore this tab's cards, then move them with every hub event until the tab goes.
 
-        Started by the page's on_load, like GalleryState.follow, and ended the same ways: a
-        newer loop took over this tab (a reload), or its websocket is gone (checked every
-        CONNECTION_CHECK_S while idle).
+        Started by the page's on_load. Reflex cancels a page-load chain when its client
+        disconnects; as a second guard the loop also ends when a newer loop took over this tab
+        (a reload) or, checked every CONNECTION_CHECK_S while idle, its websocket is gone.
         """
-        follower = uuid.uuid4().hex
         hub = get_hub()
         events = hub.subscribe()
+        loop, token = TabLoop(), ""
         try:
             async with self:
-                self._follower = follower
                 token = self.router.session.client_token
-                self.jobs = self._restored()
+                _loops[token] = loop
+                await recall([job_id for job_id, _ in self._remembered()])
+                self._show(self._restored())
             while True:
                 try:
                     async with asyncio.timeout(CONNECTION_CHECK_S):
                         batch = [await events.get()]
                 except TimeoutError:
-                    if not connected(token):
-                        return
-                    continue
+                    batch = []
+                if _loops.get(token) is not loop or not (batch or connected(token)):
+                    return
                 while not events.empty():
                     batch.append(events.get_nowait())
-                async with self:
-                    if self._follower != follower:
-                        return
-                    self._apply(batch)
+                if concerns(batch, loop.unfinished):
+                    async with self:
+                        self._apply(batch)
         finally:
             hub.unsubscribe(events)
+            if _loops.get(token) is loop:
+                del _loops[token]
+
+    def _remembered(self) -> list[tuple[str, dict]]:
+        """(id, body) of every job this tab remembers."""
+        return [(body["id"], body) for body in self._bodies() if isinstance(body.get("id"), str)]
 
     def _restored(self) -> list[JobCard]:
         """The cards of every job this tab remembers, brought up to date from the registry
@@ -273,10 +311,7 @@ class JobsState(rx.State):
         shown = {card.id: card for card in self.jobs}
         registry = get_hub().registry
         cards = []
-        for body in self._bodies():
-            job_id = body.get("id")
-            if not isinstance(job_id, str):
-                continue
+        for job_id, body in self._remembered():
             count = body.get("count")
             card = shown.get(job_id) or JobCard(
                 id=job_id,
@@ -298,4 +333,9 @@ class JobsState(rx.State):
                 if event.id == card.id:
                     card = applied(card, event)
             cards.append(with_ahead(card))
+        self._show(cards)
+
+    def _show(self, cards: list[JobCard]) -> None:
         self.jobs = cards
+        if (loop := _loops.get(self.router.session.client_token)) is not None:
+            loop.unfinished = frozenset(card.id for card in cards if card.state in UNFINISHED)

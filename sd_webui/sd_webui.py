@@ -28,11 +28,13 @@ from sd_webui.events import EventSubscriber, get_hub
 from sd_webui.gallery import get_gallery
 from sd_webui.job_state import JobsState, start_counter
 from sd_webui.landing import DoneWhenLanded
+from sd_webui.live_feed import GalleryState, get_live_feed
 from sd_webui.logs import configure_logging
 from sd_webui.publishing import close_sink, get_embedded_queue, queue_snapshot
 from sd_webui.queue_stats import get_queue_stats
 from sd_webui.settings import get_settings
-from sd_webui.state import IMAGE_ROUTE, GalleryState, ModelState, QueueState
+from sd_webui.shared_registry import get_shared_registry
+from sd_webui.state import IMAGE_ROUTE, ModelState
 
 SERVED_SUFFIXES = (".png", ".json")
 # The longest file name the folder's file system can hold (bytes); longer names are simply absent.
@@ -135,15 +137,22 @@ backend.router.routes.extend(
 
 @contextlib.asynccontextmanager
 async def lifespan():
-    """One gallery watcher per process while the app serves; with `AMQP_URL`, one job events
-    subscriber and one queue poller, else the embedded worker (which feeds the hub itself);
-    the connections closed at the end."""
+    """One gallery watcher and one live feed per process while the app serves; with
+    `AMQP_URL`, one job events subscriber and one queue poller, else the embedded worker (which
+    feeds the hub itself); with `REDIS_URL`, the writer of the shared job registry; the
+    connections closed at the end."""
     settings = get_settings()
     log_access()
     start_counter()  # counts job starts from now on, for the queued cards' "jobs ahead"
     gallery = get_gallery()
     gallery.on_landed.append(DoneWhenLanded(gallery.index.folder, get_hub()))
-    tasks = [asyncio.create_task(gallery.watch(), name="gallery-watcher")]
+    tasks = [
+        asyncio.create_task(gallery.watch(), name="gallery-watcher"),
+        asyncio.create_task(get_live_feed().run(), name="live-feed"),
+    ]
+    if (shared := get_shared_registry()) is not None:
+        get_hub().add_listener(shared)
+        tasks.append(asyncio.create_task(shared.run(), name="shared-registry"))
     if (queue := get_embedded_queue()) is not None:
         tasks.append(asyncio.create_task(queue.run(), name="embedded-worker"))
     if settings.amqp_url and (stats := get_queue_stats()) is not None:
@@ -158,6 +167,8 @@ async def lifespan():
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks)
         await close_sink()
+        if shared is not None:
+            await shared.close()
         await get_cancel_publisher().close()
 
 
@@ -183,6 +194,6 @@ app = rx.App(api_transformer=backend)
 app.add_page(
     index,
     title=JobsState.tab_title,  # "[42%] Stable Diffusion" while a job of this tab runs
-    on_load=[GalleryState.follow, ModelState.follow, QueueState.follow, JobsState.follow],
+    on_load=[GalleryState.join, ModelState.follow, JobsState.follow],
 )
 app.register_lifespan_task(lifespan)

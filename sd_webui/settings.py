@@ -17,6 +17,9 @@ class Settings(BaseSettings):
         default=None, description="RabbitMQ URL; unset runs the embedded in-process queue."
     )
     queue_name: str = "tasks"
+    redis_url: str | None = Field(
+        default=None, description="Redis for several web replicas (Reflex reads it too)."
+    )
     images_dir: Path = Path("public/images")
     gallery_size: int = Field(default=24, ge=1, le=500)
     sd_model: str = "stabilityai/sd-turbo"
@@ -43,7 +46,7 @@ class Settings(BaseSettings):
     api_wait_s: float = Field(default=600.0, gt=0)
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
-    @field_validator("amqp_url", "metrics_port", "api_keys_file", mode="before")
+    @field_validator("amqp_url", "redis_url", "metrics_port", "api_keys_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`AMQP_URL=` in a compose file or shell means "not set", not an empty URL."""

@@ -1,31 +1,24 @@
-"""Reflex states: the prompt bar's values, each tab's live copy of the gallery, the model's
-state and the queue figures of the header. Generate itself lives with the job cards
-(sd_webui/job_state.py), since every press makes cards."""
+"""Reflex states of each tab: the prompt bar's values, the full view and the model's state.
+Generate lives with the job cards (sd_webui/job_state.py), since every press makes cards; what
+every tab shows alike (gallery, queue figures) is sd_webui/live_feed.py's."""
 
-import asyncio
 import dataclasses
 import random
-import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import reflex as rx
-from reflex_base.registry import RegistrationContext
 
 from sd_webui.broker import QueueUnavailable
-from sd_webui.gallery import get_gallery
 from sd_webui.image_files import Entry
 from sd_webui.jobs import EmptyPrompt, InvalidJob, Job, StopWordPrompt, build_jobs
 from sd_webui.metadata import UNKNOWN
-from sd_webui.publishing import PendingLimit, enqueue, get_embedded_queue, queue_snapshot
-from sd_webui.queue_stats import POLL_INTERVAL_S, QueueSnapshot
+from sd_webui.publishing import PendingLimit, enqueue, get_embedded_queue
 
 IMAGE_ROUTE = "/images"
 PROMPT_INPUT_ID = "prompt"
 ADVANCED = "advanced"  # the value of the open "Advanced" accordion item
 MAX_SEED = 2**32 - 1
-# How often a tab's loop, idle with nothing to push, checks that its tab is still open.
-CONNECTION_CHECK_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,13 +200,11 @@ class PromptState(rx.State):
         return {"negative_prompt": self.negative_prompt, **options}
 
 
-class GalleryState(rx.State):
-    """This tab's copy of the gallery, pushed by the process's one watcher."""
+class ViewerState(rx.State):
+    """This tab's full view of one image (the gallery itself is sd_webui/live_feed.py's)."""
 
-    images: list[Card] = []
     selected: Card = Card()
     viewing: bool = False
-    _follower: str = ""
 
     @rx.event
     def view(self, card: Card) -> None:
@@ -222,35 +213,6 @@ class GalleryState(rx.State):
     @rx.event
     def set_viewing(self, value: bool) -> None:
         self.viewing = value
-
-    @rx.event(background=True)
-    async def follow(self):
-        """Push every gallery change to this tab, until the tab goes away.
-
-        Started by the page's on_load. Reflex cancels a page-load chain when its client
-        disconnects; as a second guard the loop also ends when a newer loop took over this tab
-        (a reload) or, checked every CONNECTION_CHECK_S while idle, its websocket is gone.
-        """
-        follower = uuid.uuid4().hex
-        async with self:
-            self._follower = follower
-            token = self.router.session.client_token
-        gallery = get_gallery()
-        seen = -1
-        while True:
-            if gallery.version != seen:
-                seen = gallery.version
-                cards = [card_of(entry) for entry in gallery.snapshot]
-                async with self:
-                    if self._follower != follower:
-                        return
-                    self.images = cards
-            try:
-                async with asyncio.timeout(CONNECTION_CHECK_S):
-                    await gallery.wait_for_change(seen)
-            except TimeoutError:
-                if not connected(token):
-                    return
 
 
 class ModelState(rx.State):
@@ -274,36 +236,3 @@ class ModelState(rx.State):
             await queue.status_changed.wait()
             async with self:
                 self.status, self.problem = str(queue.status), queue.problem
-
-
-class QueueState(rx.State):
-    """The header's figures: jobs waiting and workers consuming, from the process's one poll
-    (QueueStats with AMQP_URL, the embedded queue without); this tab only reads them."""
-
-    waiting: int = -1  # -1: not known (broker unreachable, or not polled yet)
-    workers: int = -1
-
-    @rx.event(background=True)
-    async def follow(self):
-        """Copy the process's figures to this tab every POLL_INTERVAL_S while it is open; only
-        a change is sent."""
-        async with self:
-            token = self.router.session.client_token
-        shown: tuple[int, int] | None = None
-        while connected(token):
-            snapshot = queue_snapshot() or QueueSnapshot()
-            figures = (
-                -1 if snapshot.waiting is None else snapshot.waiting,
-                -1 if snapshot.workers is None else snapshot.workers,
-            )
-            if figures != shown:
-                shown = figures
-                async with self:
-                    self.waiting, self.workers = figures
-            await asyncio.sleep(POLL_INTERVAL_S)
-
-
-def connected(token: str) -> bool:
-    """Whether this tab's websocket is still open (its background loops end when not)."""
-    namespace = RegistrationContext.get().app.event_namespace
-    return namespace is not None and token in namespace.token_to_sid

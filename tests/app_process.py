@@ -1,5 +1,6 @@
 """The web app as a child process, as a user runs it (`reflex run --env prod`)."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -8,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,18 @@ def _answers(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class WebApp:
+    url: str
+    process: subprocess.Popen
+
+    def kill(self) -> None:
+        """SIGKILL the whole app at once, as a lost machine or an OOM kill would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
 @contextmanager
 def web_app(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterator[str]:
     """The web app in production mode on a free port; yields its URL, stops it afterwards.
@@ -33,6 +47,13 @@ def web_app(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterat
     `backend_only`: the backend alone (the API, images and probes; no page), which starts in
     seconds instead of building the page first.
     """
+    with web_app_process(log_path, backend_only=backend_only, **env) as app:
+        yield app.url
+
+
+@contextmanager
+def web_app_process(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterator[WebApp]:
+    """`web_app`, yielding the process too."""
     if not backend_only and not shutil.which("bun"):
         unavailable("bun is not installed (scripts/setup.sh installs it)")
     port = free_port()
@@ -72,9 +93,10 @@ def web_app(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterat
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"the web app did not start; log:\n{log_path.read_text()[-4000:]}")
                 time.sleep(1)
-            yield url
+            yield WebApp(url, process)
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # killed by the test already
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:

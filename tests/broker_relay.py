@@ -1,15 +1,19 @@
 """A TCP relay in front of the real broker that a test can cut and restore: to the client, the
 broker goes away and comes back (at the same address), while the broker itself keeps running.
 It can also hold back what clients send, so that a test can kill a client whose last frames
-(an acknowledgement) never reached the broker."""
+(an acknowledgement) never reached the broker.
+
+With several upstream ports it is also the smallest load balancer with failover: each new
+connection goes to the first upstream that accepts it (the web replica tests put it in front
+of two web apps)."""
 
 import asyncio
 import contextlib
 
 
 class BrokerRelay:
-    def __init__(self, upstream_port: int = 5672) -> None:
-        self.upstream_port = upstream_port
+    def __init__(self, *upstream_ports: int) -> None:
+        self.upstream_ports = list(upstream_ports or (5672,))  # tried in order
         self.port = 0  # chosen by the first start, kept by the next ones
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
@@ -34,7 +38,15 @@ class BrokerRelay:
         writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        for port in self.upstream_ports:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
+            writer.close()
+            return
         self.writers |= {writer, up_writer}
         await asyncio.gather(
             self._pipe(reader, up_writer, upstream=True),
@@ -49,14 +61,18 @@ class BrokerRelay:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
         self.port = self.server.sockets[0].getsockname()[1]
 
+    def cut(self) -> None:
+        """Cut every open connection (new ones are still accepted)."""
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
     async def stop(self) -> None:
         """Refuse new connections and cut every open one."""
         if self.server is None:
             return
         self.server.close()
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
+        self.cut()
         self.sending.set()
         await self.server.wait_closed()
         self.server = None

@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("REFLEX_TELEMETRY_ENABLED", "false")
 
 pytest_plugins = ["tests.rabbitmq_node"]  # the rabbit_node fixture: a broker tests may stop
+REDIS_URL = "redis://127.0.0.1:6379/0"
 BROKER_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"
 T = TypeVar("T")
@@ -33,7 +34,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex((host, port)) == 0
@@ -56,14 +57,27 @@ def unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """The real broker on 127.0.0.1:5672, started with `rabbitmq-server -detached` if down."""
-    if not _port_open("127.0.0.1", 5672) and shutil.which("rabbitmq-server"):
+    if not port_open("127.0.0.1", 5672) and shutil.which("rabbitmq-server"):
         subprocess.run(["rabbitmq-server", "-detached"], check=False)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _port_open("127.0.0.1", 5672):
+        while time.monotonic() < deadline and not port_open("127.0.0.1", 5672):
             time.sleep(1)
-    if not _port_open("127.0.0.1", 5672):
+    if not port_open("127.0.0.1", 5672):
         unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
     return BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis on 127.0.0.1:6379, started with `redis-server --daemonize yes` if down."""
+    if not port_open("127.0.0.1", 6379) and shutil.which("redis-server"):
+        subprocess.run(["redis-server", "--daemonize", "yes"], check=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not port_open("127.0.0.1", 6379):
+            time.sleep(0.5)
+    if not port_open("127.0.0.1", 6379):
+        unavailable("Redis is not reachable on 127.0.0.1:6379")
+    return REDIS_URL
 
 
 @contextmanager

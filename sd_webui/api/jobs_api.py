@@ -25,6 +25,7 @@ from sd_webui.metadata import UNKNOWN
 from sd_webui.publishing import queue_snapshot
 from sd_webui.queue_stats import get_queue_stats
 from sd_webui.settings import get_settings
+from sd_webui.shared_registry import recall
 from sd_webui.state import IMAGE_ROUTE
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
@@ -116,6 +117,9 @@ async def known(job_id: str) -> JobEvent:
     if not is_job_id(job_id):
         raise ApiError(404, f"{job_id} is not a job id", code="unknown_job")
     latest = get_hub().registry.latest(job_id)
+    if latest is None:  # another replica's job, or one from before this process started
+        await recall([job_id])
+        latest = get_hub().registry.latest(job_id)
     if latest is None:
         landed = await asyncio.to_thread(landed_job, get_settings().images_dir, job_id)
         if landed is not None:

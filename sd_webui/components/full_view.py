@@ -5,11 +5,11 @@ import reflex as rx
 
 from sd_webui.components import styles
 from sd_webui.components.gallery_grid import fact, generated, image_url
-from sd_webui.state import PROMPT_INPUT_ID, GalleryState, PromptState
+from sd_webui.state import PROMPT_INPUT_ID, PromptState, ViewerState
 
 
 def full_view() -> rx.Component:
-    card = GalleryState.selected
+    card = ViewerState.selected
     no_negative = rx.cond(card.negative_prompt, card.negative_prompt, "none")
     return rx.dialog.root(
         rx.dialog.content(
@@ -67,6 +67,6 @@ def full_view() -> rx.Component:
             # Closing returns to the prompt box (after "Use this prompt", ready to edit it).
             on_close_auto_focus=[rx.prevent_default, rx.set_focus(PROMPT_INPUT_ID)],
         ),
-        open=GalleryState.viewing,
-        on_open_change=GalleryState.set_viewing,
+        open=ViewerState.viewing,
+        on_open_change=ViewerState.set_viewing,
     )

@@ -1,4 +1,8 @@
-"""The gallery: a responsive grid of image cards, each with a hover card of its metadata."""
+"""The gallery: a responsive grid of image cards, each with a hover card of its metadata.
+
+The cards come from the live feed's slots (sd_webui/live_feed.py), shown in `order` and keyed
+by slot: when a new image arrives the browser builds its one card and only moves the others.
+"""
 
 import reflex as rx
 from reflex.vars import Var
@@ -7,7 +11,8 @@ from reflex_base.vars.base import VarData
 
 from sd_webui.components import styles
 from sd_webui.job_state import JobsState
-from sd_webui.state import Card, GalleryState
+from sd_webui.live_feed import SLOTS, GalleryState, slot_var
+from sd_webui.state import Card, ViewerState
 
 # The backend's origin as the browser sees it: port 8000 beside a dev frontend on 3000, the page's
 # own origin when one port serves both. Images are served by the backend at run time.
@@ -54,7 +59,7 @@ def thumbnail(card: Card) -> rx.Component:
                     JobsState.finished_ids.contains(card.job_id), styles.HIGHLIGHT_OUTLINE, "none"
                 ),
                 outline_offset="2px",
-                on_click=GalleryState.view(card),
+                on_click=ViewerState.view(card),
                 custom_attrs={"data-name": card.name, "data-job": card.job_id},
             ),
         ),
@@ -88,17 +93,34 @@ def gallery_grid() -> rx.Component:
     )
 
 
+# The slots' cards in `order` (newest first), looked up in the browser.
+SLOT_CARDS = Var.create([getattr(GalleryState, slot_var(slot)) for slot in range(SLOTS)])
+SHOWN = GalleryState.order.map(lambda slot: SLOT_CARDS[slot]).to(list[Card])
+
+
+def keyed_card(card: Card) -> rx.Component:
+    """One card, keyed by its image: when the order changes React moves it, unchanged."""
+    return rx.box(image_card(card), key=card.name)
+
+
 def images() -> rx.Component:
     return rx.cond(
-        GalleryState.images,
+        GalleryState.order,
         rx.grid(
-            rx.foreach(GalleryState.images, image_card),
+            rx.foreach(SHOWN, keyed_card),
             columns={"initial": "1", "xs": "2", "md": "3", "lg": "4"},
             spacing="4",
             width="100%",
         ),
         rx.center(
-            rx.text("No images yet. Type a prompt and press Generate.", color="var(--gray-10)"),
+            rx.text(
+                rx.cond(
+                    GalleryState.scanned,
+                    "No images yet. Type a prompt and press Generate.",
+                    "Loading the images...",
+                ),
+                color="var(--gray-10)",
+            ),
             padding_y="4em",
             width="100%",
         ),

@@ -3,7 +3,7 @@
 import reflex as rx
 
 from sd_webui.components import styles
-from sd_webui.state import QueueState
+from sd_webui.live_feed import QueueState
 
 PROJECT_URL = "https://github.com/kedify/examples/tree/main/samples/stable-diffusion"
 

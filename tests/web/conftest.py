@@ -106,7 +106,7 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
         unavailable("no JavaScript runtime to build the frontend")
     from reflex.testing import AppHarness
 
-    from sd_webui import gallery, publishing
+    from sd_webui import gallery, live_feed, publishing
     from sd_webui.queue_stats import get_queue_stats
     from sd_webui.settings import get_settings
 
@@ -120,6 +120,7 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
     get_queue_stats.cache_clear()
     publishing.set_sink(None)
     patch.setattr(gallery, "_gallery", None)
+    patch.setattr(live_feed, "_feed", None)
     app = AppHarness.create(root=ROOT, app_name="sd_webui")
     app.start()
     try:

@@ -42,6 +42,17 @@ def test_progress_of_images_made_one_after_another() -> None:
     assert (second.image, second.percent) == (2, 75)
 
 
+def test_a_card_restored_from_the_registry_names_its_worker() -> None:
+    """The registry's latest event of a running job is a progress that carries the worker of
+    its `started` on; a card rebuilt from it (a new session after a replica died) shows it."""
+    registry = get_hub().registry
+    job_id = "c" * 32
+    registry.record(JobEvent(id=job_id, state="started", worker="gpu-2:7"))
+    registry.record(JobEvent(id=job_id, state="progress", step=3, steps=8))
+    card = job_state.restored(job_state.JobCard(id=job_id), registry.latest(job_id))
+    assert (card.state, card.worker, card.step) == ("running", "gpu-2:7", 3)
+
+
 def test_jobs_ahead_count_down_with_every_first_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(job_state, "get_embedded_queue", lambda: None)
     counter = job_state.start_counter()

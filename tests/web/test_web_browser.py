@@ -6,7 +6,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -192,33 +192,45 @@ def test_new_and_deleted_images_reach_two_tabs_live(
     other.close()
 
 
-def settled_listeners(gallery, seconds: float = 10.0) -> int:
-    """The number of waiting gallery loops once it has stopped changing for a second."""
+def settled(count: Callable[[], int], seconds: float = 10.0) -> int:
+    """`count()` once it has stopped changing for a second."""
     deadline = time.monotonic() + seconds
-    last, stable_since = gallery.listeners, time.monotonic()
+    last, stable_since = count(), time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - stable_since < 1:
         time.sleep(0.1)
-        if gallery.listeners != last:
-            last, stable_since = gallery.listeners, time.monotonic()
+        if count() != last:
+            last, stable_since = count(), time.monotonic()
     return last
 
 
-def test_closed_tabs_stop_their_gallery_loop(browser: Browser, harness) -> None:
+def test_one_feed_for_all_tabs_and_closed_tabs_leave(browser: Browser, harness) -> None:
+    """However many tabs are open, one loop follows the gallery (the live feed) and each tab
+    is one member of its room; a reload or a close leaves no loop or member behind."""
+    from sd_webui import job_state
     from sd_webui.gallery import get_gallery
+    from sd_webui.live_feed import ROOM
 
-    gallery = get_gallery()
-    baseline = settled_listeners(gallery)
+    namespace = harness.app_instance.event_namespace
+
+    def members() -> int:
+        return len(dict(namespace.server.manager.get_participants(namespace.namespace, ROOM)))
+
+    def loops() -> int:
+        return len(job_state._loops)
+
+    base_members, base_loops = settled(members), settled(loops)
     tabs = [browser.new_page() for _ in range(3)]
     for tab in tabs:
         tab.goto(harness.frontend_url)
         expect(tab.locator("img[data-name]").first).to_be_visible()
-    assert settled_listeners(gallery) == baseline + 3
+    assert (settled(members), settled(loops)) == (base_members + 3, base_loops + 3)
+    assert get_gallery().listeners == 1  # the feed alone, not one loop per tab
     tabs[0].reload()
     expect(tabs[0].locator("img[data-name]").first).to_be_visible()
-    assert settled_listeners(gallery) == baseline + 3  # a reload replaces its loop
+    assert (settled(members), settled(loops)) == (base_members + 3, base_loops + 3)
     for tab in tabs:
         tab.close()
-    assert settled_listeners(gallery) == baseline
+    assert (settled(members), settled(loops)) == (base_members, base_loops)
 
 
 def test_hover_card_shows_the_metadata(page: Page) -> None:
