@@ -15,6 +15,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_packages=()
 [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null && apt_packages+=(chromium)
 [ -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] || [ -e /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 ] || apt_packages+=(libgoogle-perftools4)
+# The deploy tests run the compose proxy's nginx config; the replica tests start Redis servers.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx-light)
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_packages[@]}"

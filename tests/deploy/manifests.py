@@ -6,6 +6,7 @@ validated against the CRD schemas vendored in schemas/ (see the note at the top 
 closed the same way.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +25,8 @@ K8S = REPO / "deploy" / "k8s"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 KUSTOMIZATIONS = ("base", "overlays/scaledobject", "overlays/scaledjob", "overlays/gpu")
 K8S_VERSION = kubernetes_validate.latest_version()
+PROXY_CONF = REPO / "deploy" / "compose" / "nginx.conf"  # compose.yaml's proxy
+IN_CI = os.environ.get("CI") == "true"
 
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
@@ -49,6 +53,18 @@ def tool(name: str) -> str | None:
     """A command that a test dependency installs: beside this interpreter (the venv's bin, which
     need not be on PATH) first, then PATH."""
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
+def system_tool(name: str, package: str) -> str:
+    """A command from a Debian package (PATH, then /usr/sbin). Missing, the test is skipped, or
+    fails under CI=true: CI's setup installs `package`."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found:
+        return found
+    reason = f"`{name}` is not installed (Debian package {package})"
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def kubectl() -> str | None:
@@ -132,14 +148,14 @@ def generated(objects: list[Object], name: str) -> Object:
 
 
 def pod_template(obj: Object) -> Object:
-    """The pod template of a Deployment or a KEDA ScaledJob."""
+    """The pod template of a Deployment, a StatefulSet or a KEDA ScaledJob."""
     if obj["kind"] == "ScaledJob":
         return obj["spec"]["jobTargetRef"]["template"]
     return obj["spec"]["template"]
 
 
 def workloads(objects: list[Object]) -> Iterator[Object]:
-    yield from (o for o in objects if o["kind"] in ("Deployment", "ScaledJob"))
+    yield from (o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "ScaledJob"))
 
 
 def all_containers(pod_spec: Object) -> list[Object]:

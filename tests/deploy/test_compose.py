@@ -1,4 +1,5 @@
-"""compose.yaml: valid Compose, and RabbitMQ + web + N workers wired as documented.
+"""compose.yaml: valid Compose, and RabbitMQ + Redis + N web replicas behind the proxy + N
+workers wired as documented.
 
 The schema is the Compose Specification's own JSON schema (compose-spec/compose-spec,
 schema/compose-spec.json), as vendored by the `check-jsonschema` package. Compose validates after
@@ -8,15 +9,17 @@ variable interpolation, so the file is checked both as written and interpolated.
 import re
 from importlib.resources import files
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 import yaml
-from manifests import REPO
+from manifests import PROXY_CONF, REPO
 
 COMPOSE = REPO / "compose.yaml"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 ENV = {"RABBITMQ_PASSWORD": "s3cretpw"}
+PINNED = re.compile(r"\d+\.\d+(\.\d+)?(-alpine)?")  # a release line, never `latest`
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:
@@ -116,3 +119,47 @@ def test_workers_scale() -> None:
     assert "container_name" not in worker and "ports" not in worker
     grace = int(worker["stop_grace_period"].removesuffix("s"))
     assert grace > float(worker["environment"]["SHUTDOWN_GRACE_S"])
+
+
+def test_web_replicas_scale_on_one_redis() -> None:
+    """`--scale web=N`: no fixed name or host port; every replica on the same Redis, started once
+    it answers."""
+    services = compose()["services"]
+    web = services["web"]
+    assert "container_name" not in web and "ports" not in web
+    assert web["depends_on"]["redis"]["condition"] == "service_healthy"
+    url = urlsplit(web["environment"]["REDIS_URL"])
+    assert (url.scheme, url.hostname, url.port, url.path) == ("redis", "redis", 6379, "/0")
+    assert url.hostname in services
+
+
+def test_redis_is_pinned_checked_private_and_in_memory() -> None:
+    redis = compose()["services"]["redis"]
+    image, tag = redis["image"].split(":")
+    assert image == "redis" and PINNED.fullmatch(tag)
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis and "volumes" not in redis
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--save"] == "" and options["--appendonly"] == "no"
+
+
+def test_the_proxy_alone_publishes_the_web_port() -> None:
+    """Port 3000 on the host is the proxy's (page, websocket and API of every replica); it is
+    the nginx config that test_proxy.py checks."""
+    document = compose()
+    services = document["services"]
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["3000:3000"]
+    assert {name for name, service in services.items() if "ports" in service} == {
+        "proxy",
+        "rabbitmq",  # the management UI, on 127.0.0.1
+    }
+    image, tag = proxy["image"].split(":")
+    assert image == "nginx" and PINNED.fullmatch(tag)
+    (config,) = proxy["configs"]
+    assert config["target"] == "/etc/nginx/conf.d/default.conf"  # in the image's http block
+    assert (REPO / document["configs"][config["source"]]["file"]).resolve() == PROXY_CONF
+    assert "web" in proxy["depends_on"]
+    assert "3000" in [str(port) for port in services["web"]["expose"]]

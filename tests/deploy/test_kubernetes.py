@@ -2,6 +2,7 @@
 
 import copy
 import re
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -47,7 +48,13 @@ def test_validation_rejects_broken_objects() -> None:
     rabbit["spec"]["replicas"] = "three"
     job = copy.deepcopy(find(build("overlays/scaledjob"), "ScaledJob", "worker"))
     job["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["args"] = "sd-worker"
-    for broken in (deployment, scaled_object, auth, rabbit, job):
+    hpa = copy.deepcopy(find(objects, "HorizontalPodAutoscaler", "web"))
+    hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilisation"] = 70
+    budget = copy.deepcopy(find(objects, "PodDisruptionBudget", "web"))
+    budget["spec"]["minAvailable"] = [1]
+    redis = copy.deepcopy(find(objects, "StatefulSet", "redis"))
+    redis["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"] = "redis-cli"
+    for broken in (deployment, scaled_object, auth, rabbit, job, hpa, budget, redis):
         assert validation_errors(broken), broken["kind"]
 
 
@@ -64,7 +71,9 @@ def test_namespaced_and_references_resolve(kustomization: str) -> None:
         named = [v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v]
         for c in all_containers(spec):
             named += [s["configMapRef"]["name"] for s in c.get("envFrom", [])]
-        assert named and set(named) <= config_maps, (workload["metadata"]["name"], named)
+        assert set(named) <= config_maps, (workload["metadata"]["name"], named)
+        # The app's pods read its settings; Redis has none of them.
+        assert named or workload["metadata"]["name"] == "redis", workload["metadata"]["name"]
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -124,6 +133,90 @@ def test_web_app() -> None:
     [path] = find(objects, "Ingress", "web")["spec"]["rules"][0]["http"]["paths"]
     assert path["backend"]["service"] == {"name": "web", "port": {"name": "http"}}
     assert find(objects, "RabbitmqCluster", "rabbitmq")["spec"]["replicas"] >= 1
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels only, as these manifests write them) picks `labels`."""
+    assert set(selector) == {"matchLabels"}, selector
+    return selector["matchLabels"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_web_replicas_autoscaled_spread_and_disruption_safe(kustomization: str) -> None:
+    """Two web replicas at least, scaled on CPU, on different nodes where possible, one kept
+    through voluntary disruptions; any replica serves any tab (no session affinity)."""
+    objects = build(kustomization)
+    deployment = find(objects, "Deployment", "web")
+    pod = pod_template(deployment)
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    budget = find(objects, "PodDisruptionBudget", "web")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"]["minAvailable"] == 1
+    assert selects(budget["spec"]["selector"], labels)
+    others = [o for o in workloads(objects) if o is not deployment]
+    assert not [
+        o
+        for o in others
+        if selects(budget["spec"]["selector"], pod_template(o)["metadata"]["labels"])
+    ]
+    hpa = find(objects, "HorizontalPodAutoscaler", "web")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": deployment["apiVersion"],
+        "kind": "Deployment",
+        "name": "web",
+    }
+    assert hpa["spec"]["minReplicas"] == 2 < hpa["spec"]["maxReplicas"] <= 10
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    assert 0 < metric["resource"]["target"]["averageUtilization"] <= 100
+    # Utilisation is the pod's CPU use over the sum of its containers' requests: all request CPU.
+    for c in all_containers(pod["spec"]):
+        assert c["resources"]["requests"]["cpu"], c["name"]
+    [spread] = pod["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and spread["maxSkew"] == 1
+    assert selects(spread["labelSelector"], labels)
+    annotations = find(objects, "Ingress", "web")["metadata"]["annotations"]
+    assert not [key for key in annotations if "affinity" in key]
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    body_limit = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert body_limit.endswith("m") and int(body_limit.removesuffix("m")) >= 2
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_web_replicas_share_the_redis_of_the_namespace(kustomization: str) -> None:
+    """REDIS_URL names the Redis Service of the build; that Service reaches the Redis
+    StatefulSet, which is checked with `redis-cli ping` and admits only the web pods."""
+    objects = build(kustomization)
+    web_pod = pod_template(find(objects, "Deployment", "web"))
+    url = urlsplit(env(container(web_pod["spec"], "web"))["REDIS_URL"])
+    assert url.scheme == "redis" and not url.password
+    [name, *domain] = url.hostname.split(".")
+    assert domain in ([], ["sd-webui", "svc"], ["sd-webui", "svc", "cluster", "local"])
+    service = find(objects, "Service", name)
+    [port] = [p for p in service["spec"]["ports"] if p["port"] == (url.port or 6379)]
+    statefulset = find(objects, "StatefulSet", name)
+    assert statefulset["spec"]["serviceName"] == name
+    assert statefulset["spec"]["replicas"] == 1
+    pod = pod_template(statefulset)
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    redis = container(pod["spec"], "redis")
+    assert redis["image"].startswith("redis:") and redis["image"] != "redis:latest"
+    assert port["targetPort"] in [p["name"] for p in redis["ports"]]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert redis[probe]["exec"]["command"] == ["redis-cli", "ping"], probe
+    assert redis["args"][0] == "redis-server"
+    [policy] = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    assert selects(policy["spec"]["podSelector"], pod["metadata"]["labels"])
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    assert selects(source["podSelector"], web_pod["metadata"]["labels"])
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["targetPort"]}]
 
 
 def worker_pod_checks(spec: dict) -> None:
