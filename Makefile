@@ -42,3 +42,4 @@ bench: install
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/api.py
+	source scripts/reflex-env.sh && $(BIN)/python bench/push.py

@@ -53,7 +53,8 @@ class ImageCatalog:
     def scan(self) -> list[Key]:
         """List the folder afresh; returns the keys (ascending), which the caller must not
         change (the gallery ranks its newest from them)."""
-        keys = sorted(folder_keys(self.folder))
+        keys = list(folder_keys(self.folder))
+        keys.sort()  # in place: one list of every key at its peak, not two
         with self._lock:
             self._keys, self._by_name = keys, {key[1]: key for key in keys}
         return keys

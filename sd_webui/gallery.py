@@ -11,6 +11,7 @@ tells `on_landed` listeners which PNGs arrived (sd_webui/landing.py).
 import asyncio
 import bisect
 import heapq
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -84,13 +85,17 @@ class GalleryIndex:
         return self.entries() != before
 
     def _rank_folder(self, listed: list[Key] | None = None) -> None:
-        """One `os.scandir` pass (unless `listed`) keeping the newest keys; no JSON is read."""
-        listed = folder_keys(self.folder) if listed is None else listed
-        keys = [key for key in listed if key[1] not in self._broken]
+        """Keep the newest keys, from `listed` (every key, ascending: the catalog's scan) or
+        else one `os.scandir` pass through a bounded heap; no JSON is read."""
         limit = self.size + self.reserve
-        self._ranked = heapq.nlargest(limit, keys)[::-1]
+        if listed is not None:
+            usable = (key for key in reversed(listed) if key[1] not in self._broken)
+            newest = list(itertools.islice(usable, limit + 1))  # one more: are there older?
+        else:
+            usable = (key for key in folder_keys(self.folder) if key[1] not in self._broken)
+            newest = heapq.nlargest(limit + 1, usable)
+        self._ranked, self._beyond = newest[:limit][::-1], len(newest) > limit
         self._keys = {name: (mtime, name) for mtime, name in self._ranked}
-        self._beyond = len(keys) > limit
         self.scans += 1
 
     def _add(self, path: Path) -> None:

@@ -4,6 +4,7 @@ is whole, its job and place in that job, and its metadata from the job's sidecar
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,9 @@ def load_entry(folder: Path, key: Key) -> Entry | None:
     return Entry(name, mtime_ns, info)
 
 
-def folder_keys(folder: Path) -> list[Key]:
-    """The key of every final PNG in the folder, in no order: one `os.scandir` pass, no reads."""
-    keys = []
+def folder_keys(folder: Path) -> Iterator[Key]:
+    """The key of every final PNG in the folder, in no order: one `os.scandir` pass, no reads,
+    yielded as it goes (so a caller keeping only the newest holds no list of all)."""
     with os.scandir(folder) as listing:
         for item in listing:
             if not is_candidate(item.name):
@@ -87,8 +88,7 @@ def folder_keys(folder: Path) -> list[Key]:
             except OSError:
                 continue
             if stat.S_ISREG(info.st_mode):
-                keys.append((info.st_mtime_ns, item.name))
-    return keys
+                yield info.st_mtime_ns, item.name
 
 
 def key_of(path: Path) -> Key | None:

@@ -1,5 +1,5 @@
-"""What every tab shows alike, the gallery and the header's queue figures, computed once per
-change and pushed to all of this process's tabs at once.
+"""What every tab shows alike (the gallery, the header's queue figures, whether Redis answers),
+computed once per change and pushed to all of this process's tabs at once.
 
 A tab's own Reflex state never holds these values. The feed writes the state delta itself, in
 the form Reflex's frontend applies, and emits it once to a Socket.IO room that every tab joins:
@@ -27,6 +27,7 @@ from sd_webui.gallery_slots import SlotLayout
 from sd_webui.publishing import queue_snapshot
 from sd_webui.queue_stats import POLL_INTERVAL_S, QueueSnapshot
 from sd_webui.settings import get_settings
+from sd_webui.shared_registry import get_shared_registry
 from sd_webui.state import Card, card_of
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,13 @@ class QueueState(rx.State):
     workers: int = -1
 
 
+class StoreState(rx.State):
+    """With REDIS_URL: whether Redis, where every tab's state lives, answered the last ping.
+    Pushed by the feed, which needs no Redis, so the page can say so while events fail."""
+
+    redis_down: bool = False
+
+
 def figures_of(snapshot: QueueSnapshot | None) -> tuple[int, int]:
     snapshot = snapshot or QueueSnapshot()
     return (
@@ -86,6 +94,7 @@ class LiveFeed:
         self.layout = SlotLayout(slots)
         self.cards = [Card()] * slots  # what each slot shows, as sent
         self.figures = (-1, -1)
+        self.redis_down = False
 
     def snapshot(self) -> Delta:
         """Everything a tab that just joined must show."""
@@ -93,6 +102,7 @@ class LiveFeed:
         return {
             **fields(GalleryState, {**cards, **self._gallery_fields()}),
             **self._figures_delta(),
+            **fields(StoreState, {"redis_down": self.redis_down}),
         }
 
     def _gallery_fields(self) -> dict[str, Any]:
@@ -137,11 +147,25 @@ class LiveFeed:
                 await self._push(self._figures_delta())
             await asyncio.sleep(POLL_INTERVAL_S)
 
+    async def follow_redis(self) -> None:
+        """With REDIS_URL, push whether Redis answers (pinged every POLL_INTERVAL_S)."""
+        if (shared := get_shared_registry()) is None:
+            return
+        while True:
+            down = not await shared.reachable()
+            if down != self.redis_down:
+                self.redis_down = down
+                log.warning("Redis is %s", "unreachable" if down else "reachable again")
+                await self._push(fields(StoreState, {"redis_down": down}))
+            await asyncio.sleep(POLL_INTERVAL_S)
+
     async def run(self) -> None:
-        """Both pushes until cancelled (a lifespan task); a failure is logged and retried."""
+        """Every push until cancelled (a lifespan task); a failure is logged and retried."""
         while True:
             try:
-                await asyncio.gather(self.follow_gallery(), self.follow_queue())
+                await asyncio.gather(
+                    self.follow_gallery(), self.follow_queue(), self.follow_redis()
+                )
             except Exception:
                 log.exception("live feed failed; restarting in 1 s")
                 await asyncio.sleep(1)

@@ -12,6 +12,7 @@ from sd_webui.events import JobEvent, get_hub
 from sd_webui.jobs import Job
 from sd_webui.queue_stats import QueueSnapshot, get_queue_stats
 from sd_webui.settings import get_settings
+from sd_webui.shared_registry import share_now
 
 if TYPE_CHECKING:
     from sd_webui.embedded import EmbeddedQueue
@@ -57,14 +58,16 @@ class PendingLimit(Exception):
 async def enqueue(jobs: list[Job], *, pending: int) -> None:
     """Queue the jobs of one request (a press of Generate, an API call) for a caller that has
     `pending` unfinished jobs; each enters the process's EventHub as `queued`, so the registry
-    (a reloaded page, the jobs API) knows it. Raises PendingLimit or QueueUnavailable, having
-    published nothing."""
+    (a reloaded page, the jobs API) knows it, and with REDIS_URL the shared registry too.
+    Raises PendingLimit or QueueUnavailable, having published nothing."""
     limit = get_settings().max_pending_per_session
     if pending + len(jobs) > limit:
         raise PendingLimit(pending, limit)
     await get_sink().publish(jobs)
-    for job in jobs:
-        get_hub().publish(JobEvent(id=job.id, state="queued"))
+    queued = [JobEvent(id=job.id, state="queued") for job in jobs]
+    for event in queued:
+        get_hub().publish(event)
+    await share_now(queued)  # with several replicas, any of them can answer for these jobs
 
 
 def get_embedded_queue() -> "EmbeddedQueue | None":

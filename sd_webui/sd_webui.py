@@ -100,8 +100,9 @@ async def readyz(request: Request) -> Response:
 async def status(request: Request) -> Response:
     """What this web app sees now, as JSON: the broker (reachable at the latest poll, which runs
     every POLL_INTERVAL_S and counts as unreachable once three intervals old; null without
-    AMQP_URL), the queue's figures, the images folder and the gallery."""
+    AMQP_URL), the queue's figures, the images folder, the gallery and Redis."""
     settings, stats, snapshot = get_settings(), get_queue_stats(), queue_snapshot()
+    feed = get_live_feed()
     return JSONResponse(
         {
             "broker_reachable": None if stats is None else stats.broker_reachable(),
@@ -111,6 +112,8 @@ async def status(request: Request) -> Response:
             "checked_at": None if snapshot is None else snapshot.at.isoformat(),
             "images_readable": folder_readable(settings.images_dir),
             "gallery_scanned": get_gallery().scanned,
+            # With REDIS_URL: Redis answered the feed's latest ping (every POLL_INTERVAL_S).
+            "redis_reachable": None if settings.redis_url is None else not feed.redis_down,
         },
         headers={"Cache-Control": "no-store"},
     )

@@ -100,6 +100,14 @@ class SharedRegistry:
                 log.info("shared registry: Redis reachable again")
             down, batch = False, []
 
+    async def write_now(self, events: list[JobEvent]) -> None:
+        """Write `events` before returning (they are queued for the writer too, so Redis being
+        down only delays them): a job announced here is known to every replica at once."""
+        try:
+            await self._write(events)
+        except RedisError as error:
+            log.warning("shared registry: Redis unreachable (%s); writing later", error)
+
     async def _write(self, batch: list[JobEvent]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for event in batch:
@@ -136,6 +144,13 @@ class SharedRegistry:
             if newer(remote, self.local.latest(remote.id)):
                 self.local.record(remote)
 
+    async def reachable(self) -> bool:
+        """Whether Redis answers a ping now (within TIMEOUT_S)."""
+        try:
+            return bool(await self.client.ping())
+        except RedisError:
+            return False
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -145,6 +160,12 @@ def get_shared_registry() -> SharedRegistry | None:
     """The process's shared registry with REDIS_URL set (None without)."""
     url = get_settings().redis_url
     return None if url is None else SharedRegistry(url, get_hub().registry)
+
+
+async def share_now(events: list[JobEvent]) -> None:
+    """Make `events` known to other replicas before returning (nothing without REDIS_URL)."""
+    if (shared := get_shared_registry()) is not None:
+        await shared.write_now(events)
 
 
 async def recall(job_ids: list[str]) -> None:

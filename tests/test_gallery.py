@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -195,6 +196,27 @@ def test_memory_stays_bounded(images_dir: Path) -> None:
     assert len(index._ranked) == len(index._keys) == 7
     assert len(index._entries) == 4
     assert names(index) == ["j49-1.png", "j48-1.png", "j47-1.png", "j46-1.png"]
+
+
+def test_a_rescan_holds_only_the_newest_keys_while_it_reads(images_dir: Path) -> None:
+    """A rescan of its own (deletions drained the reserve) goes through a bounded heap: its
+    memory peak does not grow with the folder, where a list of every key would (~3 MB here)."""
+    for n in range(20_000):
+        (images_dir / f"{n:032x}-1.png").touch()
+        os.utime(images_dir / f"{n:032x}-1.png", ns=(0, 1_000_000_000 * n))
+    index = GalleryIndex(images_dir, size=24)
+    tracemalloc.start()
+    try:
+        index._rank_folder()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [name for _, name in index._ranked[-2:]] == [
+        f"{19_998:032x}-1.png",
+        f"{19_999:032x}-1.png",
+    ]
+    assert index._beyond and len(index._ranked) == 48
+    assert peak < 200_000, f"{peak} bytes at the peak"
 
 
 def test_changes_outside_the_folder_are_ignored(images_dir: Path) -> None:

@@ -3,9 +3,6 @@ one of the test's own that it stops and starts again)."""
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +13,7 @@ import pytest
 from sd_webui import shared_registry
 from sd_webui.events import JobEvent, JobRegistry
 from sd_webui.shared_registry import INDEX_KEY, KEY_PREFIX, SharedRegistry
-from tests.conftest import free_port, port_open, unavailable
+from tests.redis_server import RedisServer
 from tests.worker.worker_support import wait_for
 
 
@@ -122,48 +119,26 @@ async def test_at_most_shared_size_jobs_are_kept(replicas, monkeypatch: pytest.M
     assert await a.client.zcard(INDEX_KEY) == 3
 
 
-def redis_server(port: int, folder: Path) -> subprocess.Popen:
-    """A redis-server of the test's own on `port`, once it accepts connections."""
-    command = ["redis-server", "--port", str(port), "--save", "", "--dir", str(folder)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port):
-        assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    return process
-
-
-def shut_down(port: int, process: subprocess.Popen) -> None:
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False)
-    process.wait(10)
-
-
-@pytest.fixture
-def own_redis_port() -> int:
-    if not shutil.which("redis-server"):
-        unavailable("redis-server is not installed")
-    return free_port()
-
-
 async def test_events_recorded_while_redis_is_down_are_written_once_it_is_back(
-    own_redis_port: int, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    port = own_redis_port
-    url = f"redis://127.0.0.1:{port}/0"
-    server = redis_server(port, tmp_path)
-    async with writing(SharedRegistry(url, JobRegistry())) as registry:
-        await asyncio.to_thread(shut_down, port, server)
+    server = RedisServer(tmp_path)
+    server.start()
+    async with writing(SharedRegistry(server.url, JobRegistry())) as registry:
+        await asyncio.to_thread(server.stop)
         job = job_id()
         registry(JobEvent(id=job, state="queued"))
-        other = SharedRegistry(url, JobRegistry())
+        other = SharedRegistry(server.url, JobRegistry())
+        assert not await other.reachable()
         await other.recall([job])  # Redis down: answers from this process alone, no error
         assert other.local.latest(job) is None
         await asyncio.sleep(1.5)  # the writer has failed at least once
-        server = await asyncio.to_thread(redis_server, port, tmp_path)
+        await asyncio.to_thread(server.start)
         try:
             await written(registry, KEY_PREFIX + job, "queued")
+            assert await other.reachable()
             await other.recall([job])
             assert other.local.latest(job).state == "queued"
         finally:
             await other.close()
-            await asyncio.to_thread(shut_down, port, server)
+            await asyncio.to_thread(server.stop)

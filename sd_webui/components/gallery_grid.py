@@ -98,9 +98,16 @@ SLOT_CARDS = Var.create([getattr(GalleryState, slot_var(slot)) for slot in range
 SHOWN = GalleryState.order.map(lambda slot: SLOT_CARDS[slot]).to(list[Card])
 
 
+@rx.memo
+def gallery_card(card: rx.Var[Card]) -> rx.Component:
+    """A card as a memoized React component: a push that leaves its card unchanged (the same
+    object in the slot) does not render it again."""
+    return image_card(card)
+
+
 def keyed_card(card: Card) -> rx.Component:
     """One card, keyed by its image: when the order changes React moves it, unchanged."""
-    return rx.box(image_card(card), key=card.name)
+    return rx.box(gallery_card(card=card), key=card.name)
 
 
 def images() -> rx.Component:

@@ -25,6 +25,7 @@ from tests.app_process import WebApp, web_app_process
 from tests.broker_relay import BrokerRelay
 from tests.conftest import delete_queues, run_async
 from tests.e2e.conftest import TOAST_MS, generate
+from tests.redis_server import RedisServer
 from tests.worker.worker_support import WorkerProcess
 
 pytestmark = pytest.mark.browser
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.browser
 # Long enough (a few seconds per step on 2 shared cores) to start replica B while it runs.
 SIDE, STEPS = 1024, 24
 JOB_MS = 240_000
+STATUS_MS = 20_000  # the feed pings Redis every 3 s (POLL_INTERVAL_S)
 
 
 class ThreadedRelay:
@@ -71,6 +73,7 @@ class Replicas:
     folder: Path
     env: dict[str, str]
     relay: ThreadedRelay
+    redis: RedisServer
     a: WebApp
     stack: contextlib.ExitStack
     b: WebApp | None = None
@@ -84,9 +87,11 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(
-    amqp_url: str, redis_url: str, demo_model: Path, tmp_path_factory: pytest.TempPathFactory
+    amqp_url: str, demo_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Replicas]:
     folder = tmp_path_factory.mktemp("replicas")
+    redis = RedisServer(folder)  # of this module's own: one test stops it
+    redis.start()
     images = folder / "images"
     images.mkdir()
     queue = f"test-replicas-{uuid.uuid4().hex[:12]}"
@@ -97,7 +102,7 @@ def replicas(
         "QUEUE_NAME": queue,
         "EVENTS_EXCHANGE": exchange,
         "IMAGES_DIR": str(images),
-        "REDIS_URL": redis_url,
+        "REDIS_URL": redis.url,
         "REFLEX_API_URL": relay.url,  # the page's websocket and images: through the relay
     }
     settings = Settings(
@@ -112,9 +117,10 @@ def replicas(
         with contextlib.ExitStack() as stack:
             a = stack.enter_context(web_app_process(folder / "web-a.log", **env))
             relay.send_to(a)
-            yield Replicas(folder, env, relay, a, stack)
+            yield Replicas(folder, env, relay, redis, a, stack)
     finally:
         worker.kill()
+        redis.stop()
         relay.close()
         run_async(delete_queues(amqp_url, queue, f"{queue}.dead"))
 
@@ -168,6 +174,24 @@ def expect_done_with_images(page: Page, job_id: str) -> None:
     card = page.locator(f'.job-card[data-job="{job_id}"]')
     expect(card).to_have_attribute("data-state", "done", timeout=JOB_MS)
     expect(page.locator(f'img[data-job="{job_id}"]').first).to_be_visible(timeout=TOAST_MS)
+
+
+def test_redis_down_the_page_says_so_and_recovers_by_itself(page: Page, replicas: Replicas) -> None:
+    banner = page.locator("#redis-status")
+    expect(banner).to_be_hidden()
+    replicas.redis.stop()
+    expect(banner).to_be_visible(timeout=STATUS_MS)
+    assert status(replicas.a.url)["redis_reachable"] is False
+    assert status(replicas.a.url)["gallery_scanned"] is True  # the rest reports on
+    replicas.redis.start()  # empty: Redis lost every tab's state
+    expect(banner).to_be_hidden(timeout=STATUS_MS)
+    assert status(replicas.a.url)["redis_reachable"] is True
+    generate(page, "Sent once Redis is back", steps=2, width=256, height=256)
+
+
+def status(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/status", timeout=10) as response:
+        return json.load(response)
 
 
 def test_a_tab_moves_to_a_replica_started_after_its_job_began(
