@@ -54,29 +54,29 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def serving(port: int, command: list[str], name: str, seconds: float) -> None:
+    """Start the shared service on `port` with `command` if nothing listens there (it is
+    started before the tests, but may have stopped); fail, or skip outside CI, if it cannot."""
+    if not port_open("127.0.0.1", port) and shutil.which(command[0]):
+        subprocess.run(command, check=False)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not port_open("127.0.0.1", port):
+            time.sleep(0.5)
+    if not port_open("127.0.0.1", port):
+        unavailable(f"{name} is not reachable on 127.0.0.1:{port}")
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """The real broker on 127.0.0.1:5672, started with `rabbitmq-server -detached` if down."""
-    if not port_open("127.0.0.1", 5672) and shutil.which("rabbitmq-server"):
-        subprocess.run(["rabbitmq-server", "-detached"], check=False)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not port_open("127.0.0.1", 5672):
-            time.sleep(1)
-    if not port_open("127.0.0.1", 5672):
-        unavailable("RabbitMQ is not reachable on 127.0.0.1:5672")
+    serving(5672, ["rabbitmq-server", "-detached"], "RabbitMQ", 60)
     return BROKER_URL
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The real Redis on 127.0.0.1:6379, started with `redis-server --daemonize yes` if down."""
-    if not port_open("127.0.0.1", 6379) and shutil.which("redis-server"):
-        subprocess.run(["redis-server", "--daemonize", "yes"], check=False)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not port_open("127.0.0.1", 6379):
-            time.sleep(0.5)
-    if not port_open("127.0.0.1", 6379):
-        unavailable("Redis is not reachable on 127.0.0.1:6379")
+    serving(6379, ["redis-server", "--daemonize", "yes"], "Redis", 30)
     return REDIS_URL
 
 

@@ -4,6 +4,7 @@ import colorsys
 import json
 import math
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,10 @@ def harness(web_images: Path, web_queue: str, amqp_url: str) -> Iterator[object]
     publishing.set_sink(None)
     patch.setattr(gallery, "_gallery", None)
     patch.setattr(live_feed, "_feed", None)
+    # AppHarness clears Reflex's registry of `rx.memo` components and re-imports only the app
+    # module: the component modules (where the memos are) must be imported afresh with it.
+    for name in [name for name in sys.modules if name.startswith("sd_webui.components.")]:
+        patch.delitem(sys.modules, name)
     app = AppHarness.create(root=ROOT, app_name="sd_webui")
     app.start()
     try:
