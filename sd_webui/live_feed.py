@@ -17,10 +17,12 @@ import logging
 from typing import Any
 
 import reflex as rx
+from engineio import packet as engineio_packet
 from reflex.state import StateUpdate
 from reflex_base.constants import SocketEvent
 from reflex_base.constants.state import FIELD_MARKER
 from reflex_base.registry import RegistrationContext
+from socketio import packet as socketio_packet
 
 from sd_webui.gallery import Gallery, get_gallery
 from sd_webui.gallery_slots import SlotLayout
@@ -122,9 +124,19 @@ class LiveFeed:
         await namespace.emit(str(SocketEvent.EVENT), StateUpdate(delta=self.snapshot()), to=sid)
 
     async def _push(self, delta: Delta) -> None:
+        """Encode the frame once and queue it on every member's socket, without a task each
+        (python-socketio's emit to a room makes one per member)."""
         namespace = RegistrationContext.get().app.event_namespace
-        if namespace is not None:
-            await namespace.emit(str(SocketEvent.EVENT), StateUpdate(delta=delta), room=ROOM)
+        if namespace is None:
+            return
+        server = namespace.server
+        data = [str(SocketEvent.EVENT), StateUpdate(delta=delta)]
+        encoded = server.packet_class(socketio_packet.EVENT, data, namespace.namespace).encode()
+        frame = engineio_packet.Packet(engineio_packet.MESSAGE, encoded)
+        for _, eio_sid in server.manager.get_participants(namespace.namespace, ROOM):
+            socket = server.eio.sockets.get(eio_sid)
+            if socket is not None and not socket.closed:
+                socket.queue.put_nowait(frame)
 
     async def follow_gallery(self) -> None:
         """Push each change of the gallery: the slots it changed and the new order."""
