@@ -2,10 +2,11 @@
 computed once per change and pushed to all of this process's tabs at once.
 
 A tab's own Reflex state never holds these values. The feed writes the state delta itself, in
-the form Reflex's frontend applies, and emits it once to a Socket.IO room that every tab joins:
-a new image costs one delta and one JSON encoding for the whole process, then one send per tab,
-instead of a state load, a rebuild of 24 cards and an encoding per tab. The gallery goes out as
-slots (sd_webui/gallery_slots.py), so a new image sends one card, not 24.
+the form Reflex's frontend applies, encodes it once and queues that frame on the socket of
+every tab in one Socket.IO room: a new image costs one delta and one encoding for the whole
+process, then one send per tab, instead of a state load, a rebuild of 24 cards and an encoding
+per tab. The gallery goes out as slots (sd_webui/gallery_slots.py), so a new image sends one
+card, not 24.
 
 A tab joins on page load, and again after every reconnect (which runs on_load again, on
 whichever replica it reached): it enters the room first and is then sent the whole current
@@ -18,6 +19,7 @@ from typing import Any
 
 import reflex as rx
 from engineio import packet as engineio_packet
+from reflex.app import EventNamespace
 from reflex.state import StateUpdate
 from reflex_base.constants import SocketEvent
 from reflex_base.constants.state import FIELD_MARKER
@@ -119,21 +121,26 @@ class LiveFeed:
         if namespace is None:
             return
         await namespace.enter_room(sid, ROOM)
-        # Nothing is awaited between reading the picture and queueing its frame, so every push
-        # after this one follows it on the socket.
-        await namespace.emit(str(SocketEvent.EVENT), StateUpdate(delta=self.snapshot()), to=sid)
+        # From here every push reaches this tab; the picture it gets first is read and queued
+        # now, with nothing awaited, so the pushes after it follow it on the socket.
+        eio_sid = namespace.server.manager.eio_sid_from_sid(sid, namespace.namespace)
+        self._send(namespace, self.snapshot(), [eio_sid])
 
-    async def _push(self, delta: Delta) -> None:
-        """Encode the frame once and queue it on every member's socket, without a task each
-        (python-socketio's emit to a room makes one per member)."""
+    def _push(self, delta: Delta) -> None:
         namespace = RegistrationContext.get().app.event_namespace
-        if namespace is None:
-            return
+        if namespace is not None:
+            members = namespace.server.manager.get_participants(namespace.namespace, ROOM)
+            self._send(namespace, delta, [eio_sid for _, eio_sid in members])
+
+    @staticmethod
+    def _send(namespace: EventNamespace, delta: Delta, eio_sids: list[str]) -> None:
+        """Encode the frame once and queue it on each socket at once, in the order frames are
+        made (python-socketio's emit would make a task per socket, and so no order)."""
         server = namespace.server
         data = [str(SocketEvent.EVENT), StateUpdate(delta=delta)]
         encoded = server.packet_class(socketio_packet.EVENT, data, namespace.namespace).encode()
         frame = engineio_packet.Packet(engineio_packet.MESSAGE, encoded)
-        for _, eio_sid in server.manager.get_participants(namespace.namespace, ROOM):
+        for eio_sid in eio_sids:
             socket = server.eio.sockets.get(eio_sid)
             if socket is not None and not socket.closed:
                 socket.queue.put_nowait(frame)
@@ -148,7 +155,7 @@ class LiveFeed:
             for slot, entry in self.layout.update(self.gallery.snapshot).items():
                 self.cards[slot] = Card() if entry is None else card_of(entry)
                 cards[slot_var(slot)] = self.cards[slot]
-            await self._push(fields(GalleryState, {**cards, **self._gallery_fields()}))
+            self._push(fields(GalleryState, {**cards, **self._gallery_fields()}))
 
     async def follow_queue(self) -> None:
         """Push the queue figures when they change (read every POLL_INTERVAL_S)."""
@@ -156,7 +163,7 @@ class LiveFeed:
             figures = figures_of(queue_snapshot())
             if figures != self.figures:
                 self.figures = figures
-                await self._push(self._figures_delta())
+                self._push(self._figures_delta())
             await asyncio.sleep(POLL_INTERVAL_S)
 
     async def follow_redis(self) -> None:
@@ -168,7 +175,7 @@ class LiveFeed:
             if down != self.redis_down:
                 self.redis_down = down
                 log.warning("Redis is %s", "unreachable" if down else "reachable again")
-                await self._push(fields(StoreState, {"redis_down": down}))
+                self._push(fields(StoreState, {"redis_down": down}))
             await asyncio.sleep(POLL_INTERVAL_S)
 
     async def run(self) -> None:
