@@ -1,7 +1,8 @@
 """The gallery: a responsive grid of image cards, each with a hover card of its metadata.
 
 The cards come from the live feed's slots (sd_webui/live_feed.py), shown in `order` and keyed
-by slot: when a new image arrives the browser builds its one card and only moves the others.
+by image name: when a new image arrives the browser builds its one card and only moves the
+others.
 """
 
 import reflex as rx

@@ -2,9 +2,10 @@
 `sd-worker` processes on the tiny demo model, and headless Chromium."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import chromium
 
@@ -17,6 +18,21 @@ def browser() -> Iterator[object]:
     """Chromium for one test module."""
     with chromium() as browser:
         yield browser
+
+
+@contextmanager
+def live_page(browser: Browser, url: str, ready_ms: float) -> Iterator[Page]:
+    """A fresh browser context (a fresh session) on the page at `url`, once it is live: the
+    header's figures come from the page's on_load, so the session is live once they show."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TOAST_MS)
+    page.goto(url)
+    expect(page.locator("#worker-count")).not_to_have_text("?", timeout=ready_ms)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def added(count: int) -> str:

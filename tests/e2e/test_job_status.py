@@ -21,7 +21,7 @@ from sd_webui.broker import declare_queues
 from sd_webui.settings import Settings
 from tests.app_process import web_app
 from tests.conftest import delete_queues, run_async
-from tests.e2e.conftest import TOAST_MS, added, generate
+from tests.e2e.conftest import added, generate, live_page
 from tests.worker.worker_support import WorkerProcess, drain, ready_count
 
 pytestmark = pytest.mark.browser
@@ -101,14 +101,8 @@ def cluster(
 
 @pytest.fixture
 def page(browser: Browser, cluster: Cluster) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TOAST_MS)
-    page.goto(cluster.url)
-    # The header's figures come from the page's on_load: the session is live once they show.
-    expect(page.locator("#worker-count")).not_to_have_text("?", timeout=HEADER_MS)
-    yield page
-    context.close()
+    with live_page(browser, cluster.url, HEADER_MS) as page:
+        yield page
 
 
 def generate_small(

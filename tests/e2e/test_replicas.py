@@ -24,7 +24,7 @@ from sd_webui.settings import Settings
 from tests.app_process import WebApp, web_app_process
 from tests.broker_relay import BrokerRelay
 from tests.conftest import delete_queues, run_async
-from tests.e2e.conftest import TOAST_MS, generate
+from tests.e2e.conftest import TOAST_MS, generate, live_page
 from tests.redis_server import RedisServer
 from tests.worker.worker_support import WorkerProcess
 
@@ -127,13 +127,8 @@ def replicas(
 
 @pytest.fixture
 def page(browser: Browser, replicas: Replicas) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TOAST_MS)
-    page.goto(replicas.a.url)
-    expect(page.locator("#worker-count")).not_to_have_text("?", timeout=60_000)
-    yield page
-    context.close()
+    with live_page(browser, replicas.a.url, 60_000) as page:
+        yield page
 
 
 def running_job(page: Page, prompt: str) -> str:
