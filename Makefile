@@ -1,26 +1,34 @@
 # sd-webui: `make run` (the product on its embedded default), `make test` (everything CI runs).
 SHELL := /bin/bash
 BIN := .venv/bin
-REFLEX := source scripts/reflex-env.sh && $(BIN)/reflex
+ENV := source scripts/reflex-env.sh &&
 DEMO_MODEL := .cache/demo-model
 PORT ?= 3000
+# tcmalloc makes CPU inference faster (docs/performance.md); preloaded when it is installed
+# (Debian: `apt-get install libgoogle-perftools4`), skipped when it is not.
+TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4))
+PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
+SERVE := $(BIN)/reflex run --env prod --single-port --frontend-port $(PORT)
 
-.PHONY: install run demo-model demo worker test screenshots lint format bench
+.PHONY: install install-test run demo-model demo worker test screenshots lint format bench
 
-install:  ## venv, torch (CPU), the project, bun, Chromium
+install:  ## what running needs, no root: .venv with torch (CPU), the project and its worker, bun
 	scripts/setup.sh
 
+install-test:  ## `install`, the test extras, and Chromium, nginx, Redis, tcmalloc from apt
+	scripts/setup-test.sh
+
 run: install  ## the web app with its embedded queue and worker (no AMQP_URL) on http://localhost:$(PORT)
-	$(REFLEX) run --env prod --single-port --frontend-port $(PORT)
+	$(ENV) $(PRELOAD) $(SERVE)
 
 demo-model: install  ## a tiny random model folder, for trying the whole loop offline
 	$(BIN)/sd-demo-model $(DEMO_MODEL)
 
 demo: demo-model  ## `make run` on the tiny offline model: noise images, but the real pipeline
-	SD_MODEL=$(DEMO_MODEL) $(REFLEX) run --env prod --single-port --frontend-port $(PORT)
+	$(ENV) SD_MODEL=$(DEMO_MODEL) $(PRELOAD) $(SERVE)
 
 worker: install  ## one worker against $$AMQP_URL
-	$(BIN)/sd-worker
+	$(PRELOAD) $(BIN)/sd-worker
 
 lint:
 	$(BIN)/ruff check .
@@ -30,16 +38,17 @@ format:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install lint  ## installs everything, then lint and the whole test suite
-	source scripts/reflex-env.sh && $(BIN)/pytest
+test: install-test lint  ## installs everything, then lint and the whole test suite
+	$(ENV) $(BIN)/pytest
 
-screenshots: install  ## the browser tests, saving their screenshots into docs/
-	source scripts/reflex-env.sh && SCREENSHOT_DIR=docs $(BIN)/pytest tests/web/test_web_browser.py tests/e2e/test_job_status.py
+screenshots: install-test  ## the browser tests, saving their screenshots into docs/
+	$(ENV) SCREENSHOT_DIR=docs $(BIN)/pytest tests/web/test_web_browser.py tests/e2e/test_job_status.py
 
-bench: install
+bench: install-test
 	$(BIN)/python bench/gallery.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/model_load.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/api.py
-	source scripts/reflex-env.sh && $(BIN)/python bench/push.py
+	$(ENV) $(BIN)/python bench/push.py

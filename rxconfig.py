@@ -1,6 +1,6 @@
 """Reflex configuration: the app module is `sd_webui/sd_webui.py`.
 
-`REDIS_URL` (ours, see the README) is also Reflex's Redis: with it, each tab's state lives in
+`REDIS_URL` (ours, see docs/contracts.md) is also Reflex's Redis: with it, each tab's state lives in
 Redis and any replica can serve any tab. One backend process per replica: the folder watcher,
 the live feed, the events subscriber and the embedded worker are per process, so more capacity
 means more replicas (GRANIAN_WORKERS may still be set to run more processes in one replica).

@@ -47,7 +47,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from types import FrameType
 import aio_pika
 import psutil
 from aio_pika.abc import AbstractIncomingMessage
+from machine import cpu_line, free_port
 
 from sd_webui.broker import declare_queues, job_message
 from sd_webui.demo_model import build_demo_model
@@ -317,29 +317,6 @@ def new_jobs(count: int) -> list[Job]:
     """The jobs `txt2img` makes for REQUEST, each with its own id and random seed."""
     options = {key: value for key, value in REQUEST.items() if key != "prompt"}
     return [build_jobs(str(REQUEST["prompt"]), 1, False, **options)[0] for _ in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_line() -> str:
-    """The CPU model, its count and the flags that decide torch's speed on it."""
-    model, flags = "unknown", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    present = " ".join(flag for flag in wanted if flag in flags) or "none of " + " ".join(wanted)
-    return f"CPU: {model} x {os.cpu_count()}; flags: {present}"
 
 
 def quantile(values: list[float], share: float) -> float:

@@ -52,7 +52,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gallery import PNG, SIDECAR, fill, write
+from machine import cpu_line, free_port
 from reflex_clients import ClientPool
 
 if TYPE_CHECKING:  # imported when used: --no-browser runs without Playwright
@@ -106,22 +106,6 @@ class Version:
 
 
 # --- the machine ---------------------------------------------------------------------------
-
-
-def cpu_description() -> list[str]:
-    """The CPU's model name and flags (first processor of /proc/cpuinfo), and usable cores."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
-        for line in info:
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    cores = len(os.sched_getaffinity(0))
-    return [
-        f"CPU: {fields.get('model name', 'unknown')} ({cores} usable cores, nproc)",
-        f"flags: {fields.get('flags', 'unknown')}",
-    ]
 
 
 def raise_open_files_limit() -> int:
@@ -251,13 +235,6 @@ def check_imports(version: Version, folder: Path) -> Path:
     if result.returncode or not paths or not all(p.is_relative_to(version.root) for p in paths):
         raise BenchError(f"{version.label} would import {paths or result.stderr[-500:]}")
     return paths[0]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers(url: str) -> bool:
@@ -683,8 +660,7 @@ def parse_arguments() -> argparse.Namespace:
 
 async def run(arguments: argparse.Namespace) -> None:
     """Every measurement, then the tables."""
-    for line in cpu_description():
-        print(line)
+    print(cpu_line())
     print(f"open files limit (soft): {raise_open_files_limit()}")
     versions: list[Version] = []
     for label in arguments.versions:

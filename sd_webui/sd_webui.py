@@ -191,12 +191,32 @@ def index() -> rx.Component:
     )
 
 
+DESCRIPTION = "Self-hosted Stable Diffusion: type a prompt, watch the images appear live."
+# The icons and the link preview live in assets/ (scripts/render_assets.py draws them).
+ICONS = [
+    rx.el.link(rel="icon", href="/favicon.svg", type="image/svg+xml"),
+    rx.el.link(rel="icon", href="/favicon.ico", sizes="48x48"),
+    rx.el.link(rel="apple-touch-icon", href="/apple-touch-icon.png"),
+]
+PREVIEW = [
+    {"property": "og:type", "content": "website"},
+    {"property": "og:title", "content": "Stable Diffusion"},
+    {"property": "og:description", "content": DESCRIPTION},
+    {"property": "og:image:width", "content": "1200"},
+    {"property": "og:image:height", "content": "630"},
+    {"name": "twitter:card", "content": "summary_large_image"},
+    {"name": "theme-color", "content": "#111a2e"},
+]
+
 configure_logging()
 # The dark theme with sky-blue accents is configured in rxconfig.py (RadixThemesPlugin).
-app = rx.App(api_transformer=backend)
+app = rx.App(api_transformer=backend, head_components=ICONS)
 app.add_page(
     index,
     title=JobsState.tab_title,  # "[42%] Stable Diffusion" while a job of this tab runs
+    description=DESCRIPTION,
+    image="/og-image.png",
+    meta=PREVIEW,
     on_load=[GalleryState.join, ModelState.follow, JobsState.follow],
 )
 app.register_lifespan_task(lifespan)

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Configuration shared by the web app and the worker (see README, "Configuration")."""
+    """Configuration shared by the web app and the worker (docs/contracts.md, "Configuration")."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 

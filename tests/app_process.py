@@ -1,4 +1,5 @@
-"""The web app as a child process, as a user runs it (`reflex run --env prod`)."""
+"""The web app as a child process, as a user runs it (`reflex run --env prod`, or the
+README's `make` targets)."""
 
 import contextlib
 import os
@@ -41,26 +42,39 @@ class WebApp:
 
 
 @contextmanager
-def web_app(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterator[str]:
+def web_app(
+    log_path: Path, *, backend_only: bool = False, make_target: str | None = None, **env: str
+) -> Iterator[str]:
     """The web app in production mode on a free port; yields its URL, stops it afterwards.
 
     `backend_only`: the backend alone (the API, images and probes; no page), which starts in
-    seconds instead of building the page first.
+    seconds instead of building the page first. `make_target`: started the way the README
+    tells a newcomer, `make <target> PORT=<port>` (which installs what it needs first).
     """
-    with web_app_process(log_path, backend_only=backend_only, **env) as app:
+    with web_app_process(
+        log_path, backend_only=backend_only, make_target=make_target, **env
+    ) as app:
         yield app.url
 
 
-@contextmanager
-def web_app_process(log_path: Path, *, backend_only: bool = False, **env: str) -> Iterator[WebApp]:
-    """`web_app`, yielding the process too."""
-    if not backend_only and not shutil.which("bun"):
-        unavailable("bun is not installed (scripts/setup.sh installs it)")
-    port = free_port()
+def app_command(port: int, backend_only: bool, make_target: str | None) -> list[str]:
+    if make_target is not None:
+        return ["make", make_target, f"PORT={port}"]
     if backend_only:
         mode = ["--backend-only", "--backend-port"]
     else:
         mode = ["--single-port", "--frontend-port"]
+    return [str(ROOT / ".venv/bin/reflex"), "run", "--env", "prod", *mode, str(port)]
+
+
+@contextmanager
+def web_app_process(
+    log_path: Path, *, backend_only: bool = False, make_target: str | None = None, **env: str
+) -> Iterator[WebApp]:
+    """`web_app`, yielding the process too."""
+    if not backend_only and not shutil.which("bun"):
+        unavailable("bun is not installed (scripts/setup.sh installs it)")
+    port = free_port()
     environment = {
         **os.environ,
         "REFLEX_USE_SYSTEM_BUN": "1",
@@ -72,14 +86,7 @@ def web_app_process(log_path: Path, *, backend_only: bool = False, **env: str) -
         environment.pop("AMQP_URL", None)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/reflex"),
-                "run",
-                "--env",
-                "prod",
-                *mode,
-                str(port),
-            ],
+            app_command(port, backend_only, make_target),
             cwd=ROOT,
             env=environment,
             stdout=log,

@@ -48,20 +48,30 @@ def image_card(card: Card) -> rx.Component:
 
 
 def thumbnail(card: Card) -> rx.Component:
+    """The image, fitted whole into a square as wide as the card, whatever its pixel size.
+
+    The trigger's child is a full-width box: given the clickable image itself, Reflex would
+    wrap it in a flex box of its content's width, and the image would show at its own size.
+    """
     return rx.hover_card.root(
         rx.hover_card.trigger(
-            rx.image(
-                src=image_url(card),
-                alt=card.prompt,
-                loading="lazy",
-                style=styles.THUMBNAIL,
-                # One of this tab's finished jobs: outlined, so its images stand out.
-                outline=rx.cond(
-                    JobsState.finished_ids.contains(card.job_id), styles.HIGHLIGHT_OUTLINE, "none"
+            rx.box(
+                rx.image(
+                    src=image_url(card),
+                    alt=card.prompt,
+                    loading="lazy",
+                    style=styles.THUMBNAIL,
+                    # One of this tab's finished jobs: outlined, so its images stand out.
+                    outline=rx.cond(
+                        JobsState.finished_ids.contains(card.job_id),
+                        styles.HIGHLIGHT_OUTLINE,
+                        "none",
+                    ),
+                    outline_offset="2px",
+                    on_click=ViewerState.view(card),
+                    custom_attrs={"data-name": card.name, "data-job": card.job_id},
                 ),
-                outline_offset="2px",
-                on_click=ViewerState.view(card),
-                custom_attrs={"data-name": card.name, "data-job": card.job_id},
+                width="100%",
             ),
         ),
         rx.hover_card.content(
@@ -108,7 +118,7 @@ def gallery_card(card: rx.Var[Card]) -> rx.Component:
 
 def keyed_card(card: Card) -> rx.Component:
     """One card, keyed by its image: when the order changes React moves it, unchanged."""
-    return rx.box(gallery_card(card=card), key=card.name)
+    return rx.box(gallery_card(card=card), key=card.name, class_name="gallery-card")
 
 
 def images() -> rx.Component:

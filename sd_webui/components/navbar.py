@@ -44,16 +44,17 @@ def navbar() -> rx.Component:
             rx.link(
                 rx.hstack(
                     rx.icon("external-link", size=16),
-                    rx.text("Project"),
+                    rx.text("Project", display=["none", "inline"]),  # the icon alone on a phone
                     align="center",
                     spacing="1",
                 ),
                 href=PROJECT_URL,
                 is_external=True,
+                aria_label="Project",
                 color_scheme=styles.ACCENT,
                 size="2",
             ),
-            spacing="5",
+            spacing=rx.breakpoints(initial="3", sm="5"),
             align="center",
         ),
         justify="between",

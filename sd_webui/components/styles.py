@@ -21,10 +21,14 @@ PAGE = {
     "width": "100%",
 }
 
+# Any pixel size scaled whole into a square (letterboxed on the card's gray), so the grid stays
+# even.
 THUMBNAIL = {
+    "display": "block",
     "width": "100%",
     "aspect_ratio": "1 / 1",
-    "object_fit": "cover",
+    "object_fit": "contain",
+    "background_color": "var(--gray-3)",
     "border_radius": "var(--radius-3)",
     "cursor": "zoom-in",
     "transition": "transform 120ms ease, box-shadow 120ms ease",

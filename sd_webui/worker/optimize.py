@@ -2,7 +2,7 @@
 
 Kept apart from loading so the choices that trade exactness for speed are in one place, and
 each of them is recorded in the job's metadata. Every change here was measured with
-`bench/inference.py` before it was kept; see the README, "Fast inference".
+`bench/inference.py` before it was kept; see docs/performance.md.
 """
 
 from functools import lru_cache

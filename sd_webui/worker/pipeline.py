@@ -115,8 +115,15 @@ def load_pipeline(settings: Settings, source: ModelSource) -> LoadedModel:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
+        # diffusers 0.42 and transformers 5 skip the random initialisation and map the
+        # safetensors files either way; accelerate's empty-weights path loads no faster and holds
+        # no less (bench/model_load.py), so it is not a dependency, and saying so here spares
+        # every worker start diffusers' warning that it is missing.
         pipe = AutoPipelineForText2Image.from_pretrained(
-            source.name, dtype=dtype, local_files_only=source.local_files_only
+            source.name,
+            dtype=dtype,
+            local_files_only=source.local_files_only,
+            low_cpu_mem_usage=False,
         )
     except Exception as error:  # a broken folder fails in many ways; all mean "fix SD_MODEL"
         raise ModelUnavailable(

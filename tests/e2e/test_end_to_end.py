@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from sd_webui.settings import Settings
-from tests.app_process import web_app
+from tests.app_process import ROOT, web_app
 from tests.e2e.conftest import TOAST_MS, generate
 from tests.worker.worker_support import WorkerProcess
 
@@ -81,10 +81,12 @@ def test_rabbitmq_and_a_separate_worker(
     assert worker.log.count("outcome=done") == 5, worker.log
 
 
-def test_embedded_default_without_amqp_url(
+def test_make_run_the_embedded_default_without_amqp_url(
     page: Page, demo_model: Path, images_dir: Path, tmp_path: Path
 ) -> None:
-    with web_app(tmp_path / "web.log", IMAGES_DIR=str(images_dir), SD_MODEL=str(demo_model)) as url:
+    """`make run`, as the README says, with SD_MODEL set to a local model folder."""
+    environment = {"IMAGES_DIR": str(images_dir), "SD_MODEL": str(demo_model)}
+    with web_app(tmp_path / "web.log", make_target="run", **environment) as url:
         page.goto(url)
         generate(page, "red fox", 2, in_parallel=False)
         expect(page.locator('img[alt="red fox"]')).to_have_count(2, timeout=IMAGES_TIMEOUT_MS)
@@ -99,6 +101,24 @@ def test_embedded_default_without_amqp_url(
     assert sorted(path.name for path in images_dir.iterdir()) == sorted(
         [f"{stem}-1.png", f"{stem}-2.png", f"{stem}.json", f"{api_job}-1.png", f"{api_job}.json"]
     )
+
+
+def test_make_demo_runs_on_the_demo_model_it_builds(
+    page: Page, images_dir: Path, tmp_path: Path
+) -> None:
+    """`make demo`, the README's way of trying the product offline: it builds the tiny model
+    in .cache/demo-model and the page generates with it (the hover card names it)."""
+    # `make demo` means the demo model, whatever SD_MODEL the shell has.
+    environment = {"IMAGES_DIR": str(images_dir), "SD_MODEL": "stabilityai/sd-turbo"}
+    with web_app(tmp_path / "web.log", make_target="demo", **environment) as url:
+        page.goto(url)
+        generate(page, "grey heron", 1)
+        expect(page.locator('img[alt="grey heron"]')).to_have_count(1, timeout=IMAGES_TIMEOUT_MS)
+        expect(page.locator("#model-status")).to_have_count(0)
+        expect_hover_card(page, "grey heron", ".cache/demo-model", "512x512")
+        icon = httpx.get(f"{url}/favicon.ico")  # assets/ is part of the production build
+        assert (icon.status_code, icon.content[:4]) == (200, b"\0\0\1\0")
+    assert (ROOT / ".cache/demo-model/model_index.json").is_file()
 
 
 def test_embedded_default_says_what_to_set_when_the_model_cannot_load(

@@ -20,16 +20,26 @@ HARNESS_GALLERY_SIZE = 8
 T = TypeVar("T")
 
 
-def write_image(folder: Path, stem: str, n: int, hue: float, prompt: str, count: int = 1) -> Path:
-    """A soft abstract 512x512 picture plus its FastSD sidecar, each renamed into place whole."""
+def write_image(
+    folder: Path,
+    stem: str,
+    n: int,
+    hue: float,
+    prompt: str,
+    count: int = 1,
+    size: tuple[int, int] = (512, 512),
+) -> Path:
+    """A soft abstract picture of `size` (width, height) plus its FastSD sidecar, each renamed
+    into place whole."""
+    width, height = size
     seed = 1000 + n + int(hue * 100)
     sidecar = {
         "lcm_model_id": "stabilityai/sd-turbo",
         "lcm_lora": {"base_model_id": "Lykon/dreamshaper-8"},
         "prompt": prompt,
         "negative_prompt": "blurry",
-        "image_width": 512,
-        "image_height": 512,
+        "image_width": width,
+        "image_height": height,
         "inference_steps": 1,
         "guidance_scale": 0.0,
         "number_of_images": count,
@@ -40,21 +50,23 @@ def write_image(folder: Path, stem: str, n: int, hue: float, prompt: str, count:
     json_temp = folder / f".{stem}.json.tmp"
     json_temp.write_text(json.dumps(sidecar, indent=4))
     json_temp.rename(folder / f"{stem}.json")
-    image = Image.new("RGB", (512, 512))
+    image = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(image)
-    for y in range(512):
-        r, g, b = colorsys.hsv_to_rgb((hue + y / 2048) % 1, 0.55, 0.25 + 0.5 * y / 512)
-        draw.line([(0, y), (512, y)], fill=(int(r * 255), int(g * 255), int(b * 255)))
+    for y in range(height):
+        r, g, b = colorsys.hsv_to_rgb((hue + y / height / 4) % 1, 0.55, 0.25 + 0.5 * y / height)
+        draw.line([(0, y), (width, y)], fill=(int(r * 255), int(g * 255), int(b * 255)))
+    scale = min(width, height) / 512
     for index in range(6):
         angle = hue * 6.28 + index * 1.7 + n
-        x, y = 256 + 150 * math.cos(angle), 256 + 150 * math.sin(angle * 1.3)
-        radius = 40 + 25 * ((index + n) % 3)
+        x = width / 2 + 150 * scale * math.cos(angle)
+        y = height / 2 + 150 * scale * math.sin(angle * 1.3)
+        radius = (40 + 25 * ((index + n) % 3)) * scale
         r, g, b = colorsys.hsv_to_rgb((hue + 0.08 * index) % 1, 0.6, 0.95)
         draw.ellipse(
             [x - radius, y - radius, x + radius, y + radius],
             fill=(int(r * 255), int(g * 255), int(b * 255)),
         )
-    image = image.filter(ImageFilter.GaussianBlur(6))
+    image = image.filter(ImageFilter.GaussianBlur(6 * scale))
     png_temp = folder / f".{stem}-{n}.png.tmp"
     image.save(png_temp, format="PNG")
     final = folder / f"{stem}-{n}.png"

@@ -1,6 +1,7 @@
 """The page in headless Chromium against the running app: Generate, live gallery, views, 404s."""
 
 import http.client
+import io
 import json
 import os
 import re
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from tests.web.conftest import HARNESS_GALLERY_SIZE, run_async, write_image
@@ -30,6 +32,10 @@ PROMPTS = [
     "A koi pond in autumn, watercolor",
     "Neon city street in the rain",
 ]
+# The seeded images' pixel sizes: a job asks for 256..1024 of either side, other writers drop
+# what they like; the newest (the one the hover card test reads) is the default 512x512.
+SIZES = [(512, 512), (1024, 1024), (64, 64), (256, 256), (768, 512), (512, 768), (1024, 256)]
+SIZES.append((512, 512))
 
 
 def taken_bodies(url: str, queue: str) -> list[dict]:
@@ -42,13 +48,14 @@ def taken_bodies(url: str, queue: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def seeded(web_images: Path) -> list[Path]:
-    """A few finished jobs in the folder (one with two images), oldest first."""
+    """A few finished jobs in the folder (one with two images) of mixed sizes, oldest first."""
     paths = []
-    for index, prompt in enumerate(PROMPTS):
+    for index, (prompt, size) in enumerate(zip(PROMPTS, SIZES, strict=True)):
         stem = f"{index:02d}seed{index:026x}"
         count = 2 if index == 3 else 1
         for n in range(1, count + 1):
-            paths.append(write_image(web_images, stem, n, index / len(PROMPTS), prompt, count))
+            hue = index / len(PROMPTS)
+            paths.append(write_image(web_images, stem, n, hue, prompt, count, size))
             time.sleep(0.02)
     return paths
 
@@ -233,6 +240,30 @@ def test_one_feed_for_all_tabs_and_closed_tabs_leave(browser: Browser, harness) 
     assert (settled(members), settled(loops)) == (base_members, base_loops)
 
 
+def test_the_page_has_its_icons_and_link_preview(page: Page) -> None:
+    """The browser tab's icon (SVG, with ICO and touch-icon fallbacks) and the Open Graph
+    preview a chat app shows for a link: each is served, and is the picture it says it is."""
+    icons = page.locator("link[rel=icon], link[rel=apple-touch-icon]")
+    hrefs = icons.evaluate_all("els => els.map(e => e.href)")
+    preview = page.locator("meta[property='og:image']").get_attribute("content")
+    assert preview == "/og-image.png"
+    expect(page.locator("meta[property='og:title']")).to_have_attribute("content", re.compile("."))
+    pictures = {}
+    for url in [*hrefs, urllib.parse.urljoin(page.url, preview)]:
+        response = page.request.get(url)
+        assert response.ok, url
+        name = url.rsplit("/", 1)[1]
+        if name.endswith(".svg"):
+            assert "<svg" in response.text() and "svg" in response.headers["content-type"]
+        else:
+            pictures[name] = Image.open(io.BytesIO(response.body()))
+    assert sorted(pictures) == ["apple-touch-icon.png", "favicon.ico", "og-image.png"]
+    assert pictures["favicon.ico"].format == "ICO"
+    assert (16, 16) in pictures["favicon.ico"].ico.sizes()
+    assert pictures["apple-touch-icon.png"].size == (180, 180)
+    assert pictures["og-image.png"].size == (1200, 630)
+
+
 def test_hover_card_shows_the_metadata(page: Page) -> None:
     page.locator("img[data-name]").first.hover()
     card = page.locator("[data-radix-popper-content-wrapper]")
@@ -325,15 +356,46 @@ def test_nothing_outside_the_folder_is_reachable(
     assert raw_get(backend_url, path).status == 404
 
 
+# Each gallery image's box and what is painted in it, beside its card's box (CSS pixels).
+IMAGE_BOXES = """els => els.map(img => {
+    const box = img.getBoundingClientRect();
+    const card = img.closest(".gallery-card").getBoundingClientRect();
+    const style = getComputedStyle(img);
+    return {name: img.dataset.name, width: box.width, height: box.height,
+            cardWidth: card.width, fit: style.objectFit, position: style.objectPosition,
+            natural: [img.naturalWidth, img.naturalHeight]};
+})"""
+ALL_LOADED = (
+    "() => [...document.querySelectorAll('img[data-name]')]"
+    ".every(img => img.complete && img.naturalWidth > 0)"
+)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_image_is_fitted_to_its_card(page: Page, viewport: dict[str, int]) -> None:
+    """Whatever its pixel size (64x64 to 1024x1024, portrait, landscape), every image fills the
+    same square box, as wide as its card, and is scaled into it whole, its aspect kept."""
+    page.set_viewport_size(viewport)
+    page.wait_for_function(ALL_LOADED)
+    boxes = page.locator("img[data-name]").evaluate_all(IMAGE_BOXES)
+    assert {tuple(box["natural"]) for box in boxes} >= {(64, 64), (1024, 256), (512, 768)}
+    side = boxes[0]["cardWidth"]
+    assert side > 150  # far above the 64x64 image's own size, on the phone too
+    for box in boxes:
+        assert box["width"] == pytest.approx(side, abs=1), box
+        assert box["height"] == pytest.approx(side, abs=1), box
+        assert (box["fit"], box["position"]) == ("contain", "50% 50%"), box
+
+
 @pytest.mark.parametrize(("name", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
 def test_screenshots(page: Page, name: str, viewport: dict[str, int], screenshot_dir: Path) -> None:
     page.set_viewport_size(viewport)
     page.mouse.move(0, 0)
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('img[data-name]')]"
-        ".slice(0, 4).every(img => img.complete && img.naturalWidth > 0)"
-    )
+    page.wait_for_function(ALL_LOADED)
     target = screenshot_dir / f"screenshot-{name}.png"
-    page.screenshot(path=str(target))
+    # On a phone the grid is one column: show the first few cards, not only the first one.
+    height = viewport["height"] * (2 if name == "phone" else 1)
+    clip = {"x": 0, "y": 0, "width": viewport["width"], "height": height}
+    page.screenshot(path=str(target), full_page=True, clip=clip)
     assert target.stat().st_size > 10_000
     assert os.access(target, os.R_OK)

@@ -266,8 +266,8 @@ async def test_liveness_fails_while_a_delivery_makes_no_progress(
 def test_the_old_uis_non_durable_declaration_is_refused_and_the_documented_fix_works(
     amqp_url: str, queue_name: str
 ) -> None:
-    """As the README's migration notes say: once this system declared `tasks` durable, the old
-    UI's `durable: false` declaration is refused with 406 (closing its channel); declaring it
+    """As docs/contracts.md says (compatibility): once this system declared `tasks` durable, the
+    old UI's `durable: false` declaration is refused with 406 (closing its channel); declaring it
     durable, or only checking it (passive), works."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
