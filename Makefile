@@ -41,8 +41,9 @@ format:
 test: install-test lint  ## installs everything, then lint and the whole test suite
 	$(ENV) $(BIN)/pytest
 
-screenshots: install-test  ## the browser tests, saving their screenshots into docs/
+screenshots: install-test  ## the browser tests, saving their screenshots into docs/; then assets/
 	$(ENV) SCREENSHOT_DIR=docs $(BIN)/pytest tests/web/test_web_browser.py tests/e2e/test_job_status.py
+	$(BIN)/python scripts/render_assets.py
 
 bench: install-test
 	$(BIN)/python bench/gallery.py

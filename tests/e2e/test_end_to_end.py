@@ -4,16 +4,18 @@ diffusers pipeline (the tiny demo model) and pushed live into the gallery.
 With RabbitMQ and separate `sd-worker` processes, and with the embedded default (no AMQP_URL).
 """
 
+import glob
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from sd_webui.settings import Settings
-from tests.app_process import ROOT, web_app
+from tests.app_process import ROOT, web_app, web_app_process
 from tests.e2e.conftest import TOAST_MS, generate
 from tests.worker.worker_support import WorkerProcess
 
@@ -22,6 +24,22 @@ pytestmark = pytest.mark.browser
 # Generous: the first image includes the browser fetching it; a 512x512 job on the demo model
 # takes about a second on two busy cores.
 IMAGES_TIMEOUT_MS = 120_000
+# Where Debian puts tcmalloc; the Makefile preloads it when it is there.
+TCMALLOC = "/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4"
+
+
+def preloads_tcmalloc(pid: int) -> bool:
+    """Whether the app's Python processes (under `make`) have tcmalloc mapped."""
+    processes = [
+        process
+        for process in psutil.Process(pid).children(recursive=True)
+        if "python" in Path(process.cmdline()[0]).name  # reflex and its server, not bun or sh
+    ]
+    assert processes
+    return all(
+        any("libtcmalloc" in region.path for region in process.memory_maps())
+        for process in processes
+    )
 
 
 def shown_jobs(page: Page, prompt: str) -> list[str]:
@@ -86,7 +104,9 @@ def test_make_run_the_embedded_default_without_amqp_url(
 ) -> None:
     """`make run`, as the README says, with SD_MODEL set to a local model folder."""
     environment = {"IMAGES_DIR": str(images_dir), "SD_MODEL": str(demo_model)}
-    with web_app(tmp_path / "web.log", make_target="run", **environment) as url:
+    with web_app_process(tmp_path / "web.log", make_target="run", **environment) as app:
+        url = app.url
+        assert preloads_tcmalloc(app.process.pid) == bool(glob.glob(TCMALLOC))
         page.goto(url)
         generate(page, "red fox", 2, in_parallel=False)
         expect(page.locator('img[alt="red fox"]')).to_have_count(2, timeout=IMAGES_TIMEOUT_MS)
