@@ -43,7 +43,7 @@ test: install-test lint  ## installs everything, then lint and the whole test su
 
 screenshots: install-test  ## the browser tests, saving their screenshots into docs/; then assets/
 	$(ENV) SCREENSHOT_DIR=docs $(BIN)/pytest tests/web/test_web_browser.py tests/e2e/test_job_status.py
-	$(BIN)/python scripts/render_assets.py
+	$(BIN)/python -m scripts.render_assets
 
 bench: install-test
 	$(BIN)/python bench/gallery.py

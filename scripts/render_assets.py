@@ -5,8 +5,9 @@
 - docs/screenshot-desktop.png (taken by `make screenshots`) -> og-image.png, the 1200x630
   preview chat apps and social sites show for a link to the page (Open Graph).
 
-Run: `make screenshots` runs it after retaking the screenshots; alone,
-`.venv/bin/python scripts/render_assets.py`.
+Chromium is launched as the browser tests launch it (`tests.conftest.chromium`). Run:
+`make screenshots` runs it after retaking the screenshots; alone, from the repository's root,
+`.venv/bin/python -m scripts.render_assets`.
 """
 
 import base64
@@ -14,7 +15,9 @@ import io
 from pathlib import Path
 
 from PIL import Image
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
+
+from tests.conftest import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -22,7 +25,6 @@ SCREENSHOT = ROOT / "docs" / "screenshot-desktop.png"
 ICO_SIZES = [(16, 16), (32, 32), (48, 48)]
 TOUCH_ICON_PX = 180
 PREVIEW = {"width": 1200, "height": 630}
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def data_url(path: Path, media_type: str) -> str:
@@ -65,15 +67,11 @@ def render_preview(page: Page) -> bytes:
 
 
 def main() -> None:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         page = browser.new_page()
         render_icon(page, 256).save(ASSETS / "favicon.ico", sizes=ICO_SIZES)
         render_icon(page, TOUCH_ICON_PX).save(ASSETS / "apple-touch-icon.png", optimize=True)
         (ASSETS / "og-image.png").write_bytes(render_preview(page))
-        browser.close()
     for name in ("favicon.ico", "apple-touch-icon.png", "og-image.png"):
         print(f"assets/{name}: {(ASSETS / name).stat().st_size} bytes")
 
