@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderTiny, StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
+from machine import peak_rss_gib
 from sd_turbo_arch import build_sd_turbo
 
 from sd_webui.settings import Settings
@@ -132,13 +133,6 @@ TCMALLOC_ROWS: list[Row] = [
 ]
 
 
-def _peak_rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def _reset_peak_rss() -> None:
     """Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -194,7 +188,7 @@ def _image(pipe: Pipeline, inference_mode: bool) -> dict[str, float]:
         "cpu": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
         "sys": after.ru_stime - usage.ru_stime,
         "faults": float(after.ru_minflt - usage.ru_minflt),
-        "peak_gb": _peak_rss_gb(),
+        "peak_gb": peak_rss_gib(),
     }
 
 

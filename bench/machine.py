@@ -27,6 +27,14 @@ def cpu_line() -> str:
     return f"CPU: {model} x {len(os.sched_getaffinity(0))}; flags: {present}"
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (VmHWM), in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as probe:

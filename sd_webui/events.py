@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Set
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 
 import aio_pika
 from aio_pika.abc import (
@@ -165,6 +165,12 @@ def get_hub() -> EventHub:
     return EventHub()
 
 
+class EventTarget(Protocol):
+    """Where the subscriber hands events: the hub, or the bucket mirror in front of it."""
+
+    def publish(self, event: JobEvent) -> None: ...
+
+
 class EventSubscriber:
     """The web app's side: one queue per process bound to `job.#`, which outlives a lost
     connection so that the events sent meanwhile are delivered after the reconnect.
@@ -176,7 +182,7 @@ class EventSubscriber:
     a clean stop deletes it at once. Deliveries are acknowledged after the hub has them.
     """
 
-    def __init__(self, url: str, exchange: str, hub: EventHub) -> None:
+    def __init__(self, url: str, exchange: str, hub: EventTarget) -> None:
         self.url, self.exchange, self.hub = url, exchange, hub
         self.queue_name = f"{exchange}.web.{socket.gethostname()}.{uuid.uuid4().hex[:8]}"
         self.ready = asyncio.Event()

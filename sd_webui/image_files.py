@@ -3,6 +3,7 @@ is whole, its job and place in that job, and its metadata from the job's sidecar
 
 import json
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ def image_index(png_name: str) -> int:
 def is_candidate(name: str) -> bool:
     """A final PNG name: temp files (".x", "*.tmp", "*.part", "*~") never show."""
     return name.endswith(".png") and not name.startswith(".") and not name.endswith(TEMP_SUFFIXES)
+
+
+def temporary_name(name: str) -> str:
+    """A hidden name to write `name` under (the gallery never shows it), unique so that two
+    writers never share one."""
+    return f".{name}.{secrets.token_hex(4)}.tmp"
 
 
 def is_whole_png(path: Path) -> bool:

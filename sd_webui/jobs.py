@@ -21,8 +21,13 @@ from pydantic import (
     ValidationError,
 )
 
+from sd_webui.settings import get_settings
+
 MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
+# Decoding an image costs about three UNet steps of it on a CPU (bench/inference.py: 89.7 s of
+# SD VAE decoder against 29.7 s for the UNet step at 512x512), so a job's size counts it so.
+DECODE_UNITS = 3
 NSFW_WARNING = "Please don't use this tool for creating NSFW content."
 
 # The old web UI's stop-list, now matched on whole words so "Essex" or "Sussex" pass.
@@ -64,6 +69,10 @@ class EmptyPrompt(InvalidJob):
 
 class StopWordPrompt(InvalidJob):
     """The prompt hit the stop-list: a warning, and nothing is published."""
+
+
+class JobTooLarge(InvalidJob):
+    """More work than MAX_JOB_UNITS allows: a worker could not finish it within its grace."""
 
 
 def new_job_id() -> str:
@@ -117,6 +126,26 @@ class Job(JobSettings):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+def job_units(job: JobSettings) -> float:
+    """A job's size: its denoising steps and its decodes, counted in 512x512 images."""
+    return job.count * job.width * job.height / 512**2 * (job.steps + DECODE_UNITS)
+
+
+def check_job_size(job: JobSettings, max_units: float) -> None:
+    """Refuse a job over MAX_JOB_UNITS (0: no cap), saying what to ask for instead. Jobs are
+    capped so that the longest one a worker may take fits its shutdown grace."""
+    units = job_units(job)
+    if max_units and units > max_units:
+        images = f"{job.count} image{'s' if job.count > 1 else ''}"
+        steps = f"{job.steps} step{'s' if job.steps > 1 else ''}"
+        raise JobTooLarge(
+            f"This job is too large for this server: {images} of {job.width}x{job.height} at "
+            f"{steps} is {units:g} units of work, and MAX_JOB_UNITS is {max_units:g} (units = "
+            f"images x width x height / 512x512 x (steps + {DECODE_UNITS})). Ask for fewer "
+            "images or steps, or a smaller size."
+        )
+
+
 def invalid_job(error: ValidationError) -> InvalidJob:
     """The first error of a validation as an InvalidJob: `<field>: <message>`."""
     first = error.errors()[0]
@@ -162,8 +191,8 @@ def build_jobs(prompt: str, count: int, in_parallel: bool, **options: Any) -> li
 
     In parallel with count N > 1: N jobs of count 1, each its own id (and, when a seed is
     given, seeds seed, seed+1, ... as one job of N would use), so N workers share the work;
-    otherwise one job of count N. Raises EmptyPrompt, StopWordPrompt or InvalidJob before
-    anything is published.
+    otherwise one job of count N. Raises EmptyPrompt, StopWordPrompt, JobTooLarge (each job
+    against MAX_JOB_UNITS) or InvalidJob before anything is published.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise EmptyPrompt("Type a prompt first.", "prompt")
@@ -173,8 +202,9 @@ def build_jobs(prompt: str, count: int, in_parallel: bool, **options: Any) -> li
         {"prompt": prompt, "count": count, "submitted_at": datetime.now(UTC), **options}
     )
     if not in_parallel or job.count == 1:
+        check_job_size(job, get_settings().max_job_units)
         return [job]
-    return [
+    jobs = [
         job.model_copy(
             update={
                 "count": 1,
@@ -184,3 +214,5 @@ def build_jobs(prompt: str, count: int, in_parallel: bool, **options: Any) -> li
         )
         for index in range(job.count)
     ]
+    check_job_size(jobs[0], get_settings().max_job_units)
+    return jobs

@@ -1,11 +1,12 @@
 """The Reflex app: the page, its lifespan tasks (the gallery watcher, the publisher, and with
-AMQP_URL the job events subscriber and the queue poller), the HTTP API (sd_webui/api) and the
-backend routes that serve images and answer health probes."""
+AMQP_URL the job events subscriber and the queue poller, with S3_BUCKET the bucket's mirror), the
+HTTP API (sd_webui/api) and the backend routes that serve images and answer health probes."""
 
 import asyncio
 import contextlib
 import mimetypes
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import reflex as rx
@@ -16,6 +17,7 @@ from starlette.routing import Route
 
 from sd_webui.api.app import create_api
 from sd_webui.api.auth import log_access
+from sd_webui.bucket_mirror import get_bucket_mirror
 from sd_webui.cancellation import get_cancel_publisher
 from sd_webui.components import styles
 from sd_webui.components.full_view import full_view
@@ -94,6 +96,9 @@ async def readyz(request: Request) -> Response:
         return PlainTextResponse(f"images folder {folder} is not readable", status_code=503)
     if not get_gallery().scanned:
         return PlainTextResponse("the first scan of the images folder is not done", 503)
+    if (mirror := get_bucket_mirror()) is not None and not mirror.synced:
+        why = f": {mirror.last_error}" if mirror.last_error else ""
+        return PlainTextResponse(f"the first copy from the bucket is not done{why}", 503)
     return PlainTextResponse("ok")
 
 
@@ -114,9 +119,25 @@ async def status(request: Request) -> Response:
             "gallery_scanned": get_gallery().scanned,
             # With REDIS_URL: Redis answered the feed's latest ping (every POLL_INTERVAL_S).
             "redis_reachable": None if settings.redis_url is None else not feed.redis_down,
+            # With S3_BUCKET: the latest comparison with the bucket (every S3_MIRROR_INTERVAL_S).
+            **bucket_status(),
         },
         headers={"Cache-Control": "no-store"},
     )
+
+
+def bucket_status() -> dict[str, object]:
+    mirror = get_bucket_mirror()
+    if mirror is None:
+        return {"bucket_reachable": None}
+    compared = mirror.compared_at
+    return {
+        "bucket_reachable": mirror.synced and mirror.last_error is None,
+        "bucket_error": mirror.last_error,
+        "bucket_compared_at": (
+            None if compared is None else datetime.fromtimestamp(compared, UTC).isoformat()
+        ),
+    }
 
 
 async def metrics(request: Request) -> Response:
@@ -142,8 +163,9 @@ backend.router.routes.extend(
 async def lifespan():
     """One gallery watcher and one live feed per process while the app serves; with
     `AMQP_URL`, one job events subscriber and one queue poller, else the embedded worker (which
-    feeds the hub itself); with `REDIS_URL`, the writer of the shared job registry; the
-    connections closed at the end."""
+    feeds the hub itself); with `REDIS_URL`, the writer of the shared job registry; with
+    `S3_BUCKET`, the mirror of the bucket (the subscriber's `done` events wait for its
+    downloads); the connections closed at the end."""
     settings = get_settings()
     log_access()
     start_counter()  # counts job starts from now on, for the queued cards' "jobs ahead"
@@ -158,8 +180,11 @@ async def lifespan():
         tasks.append(asyncio.create_task(shared.run(), name="shared-registry"))
     if (queue := get_embedded_queue()) is not None:
         tasks.append(asyncio.create_task(queue.run(), name="embedded-worker"))
+    if (mirror := get_bucket_mirror()) is not None:
+        tasks.append(asyncio.create_task(mirror.run(), name="bucket-mirror"))
     if settings.amqp_url and (stats := get_queue_stats()) is not None:
-        subscriber = EventSubscriber(settings.amqp_url, settings.events_exchange, get_hub())
+        target = mirror or get_hub()  # with a bucket, `done` waits for the job's files
+        subscriber = EventSubscriber(settings.amqp_url, settings.events_exchange, target)
         tasks.append(asyncio.create_task(subscriber.run(), name="job-events"))
         tasks.append(asyncio.create_task(stats.run(), name="queue-stats"))
     try:

@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,12 +45,47 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(default=None, description="A file of keys, one per line.")
     api_wait_s: float = Field(default=600.0, gt=0)
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A job's size, capped at submit time so that the longest job fits a worker's shutdown grace
+    # (count x width x height / 512^2 x (steps + 3), sd_webui/jobs.py job_units); 0: no cap.
+    # The Kubernetes manifests set 32 for their CPU workers.
+    max_job_units: float = Field(default=0.0, ge=0)
+    # An S3 bucket (docs/deploy.md, "Kubernetes"): workers upload each job there before they
+    # acknowledge it, web apps mirror its newest images into IMAGES_DIR. Unset: the shared folder.
+    s3_bucket: str | None = None
+    s3_endpoint: str | None = Field(default=None, description="Unset: AWS S3 itself.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = Field(default=None, description="Unset: boto3's own chain.")
+    s3_secret_access_key: str | None = None
+    s3_upload_retry_s: float = Field(default=120.0, gt=0)
+    s3_mirror_keep: int = Field(default=1000, ge=1)
+    s3_mirror_interval_s: float = Field(default=60.0, gt=0)
+    s3_retention_days: int = Field(default=30, ge=0)
 
-    @field_validator("amqp_url", "redis_url", "metrics_port", "api_keys_file", mode="before")
+    @field_validator(
+        "amqp_url",
+        "redis_url",
+        "metrics_port",
+        "api_keys_file",
+        "s3_bucket",
+        "s3_endpoint",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`AMQP_URL=` in a compose file or shell means "not set", not an empty URL."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _bucket_needs_the_broker(self) -> "Settings":
+        """The bucket joins workers and web apps over RabbitMQ; the embedded worker writes
+        IMAGES_DIR itself, which a mirror of the bucket would prune."""
+        if self.s3_bucket is not None and self.amqp_url is None:
+            raise ValueError("S3_BUCKET needs AMQP_URL (the embedded worker uploads nothing)")
+        if self.s3_mirror_keep < self.gallery_size:
+            raise ValueError("S3_MIRROR_KEEP must be at least GALLERY_SIZE")
+        return self
 
     @property
     def dead_letter_queue(self) -> str:

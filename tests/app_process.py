@@ -43,16 +43,23 @@ class WebApp:
 
 @contextmanager
 def web_app(
-    log_path: Path, *, backend_only: bool = False, make_target: str | None = None, **env: str
+    log_path: Path,
+    *,
+    backend_only: bool = False,
+    make_target: str | None = None,
+    ready: str = "/readyz",
+    **env: str,
 ) -> Iterator[str]:
-    """The web app in production mode on a free port; yields its URL, stops it afterwards.
+    """The web app in production mode on a free port; yields its URL once `ready` answers 200,
+    stops it afterwards.
 
     `backend_only`: the backend alone (the API, images and probes; no page), which starts in
     seconds instead of building the page first. `make_target`: started the way the README
     tells a newcomer, `make <target> PORT=<port>` (which installs what it needs first).
+    `ready="/healthz"`: as soon as it answers, to watch it become ready.
     """
     with web_app_process(
-        log_path, backend_only=backend_only, make_target=make_target, **env
+        log_path, backend_only=backend_only, make_target=make_target, ready=ready, **env
     ) as app:
         yield app.url
 
@@ -69,7 +76,12 @@ def app_command(port: int, backend_only: bool, make_target: str | None) -> list[
 
 @contextmanager
 def web_app_process(
-    log_path: Path, *, backend_only: bool = False, make_target: str | None = None, **env: str
+    log_path: Path,
+    *,
+    backend_only: bool = False,
+    make_target: str | None = None,
+    ready: str = "/readyz",
+    **env: str,
 ) -> Iterator[WebApp]:
     """`web_app`, yielding the process too."""
     if not backend_only and not shutil.which("bun"):
@@ -96,7 +108,7 @@ def web_app_process(
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + APP_START_TIMEOUT_S
-            while not (_answers(f"{url}/readyz") and (backend_only or _answers(url))):
+            while not (_answers(f"{url}{ready}") and (backend_only or _answers(url))):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"the web app did not start; log:\n{log_path.read_text()[-4000:]}")
                 time.sleep(1)

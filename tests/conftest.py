@@ -25,7 +25,10 @@ from sd_webui.worker.outputs import write_job_files
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("REFLEX_TELEMETRY_ENABLED", "false")
 
-pytest_plugins = ["tests.rabbitmq_node"]  # the rabbit_node fixture: a broker tests may stop
+pytest_plugins = [
+    "tests.rabbitmq_node",  # the rabbit_node fixture: a broker tests may stop
+    "tests.s3_server",  # s3_server, bucket_name: a real S3 HTTP server (moto)
+]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BROKER_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"

@@ -9,11 +9,15 @@ from sd_webui.jobs import (
     NSFW_WARNING,
     EmptyPrompt,
     InvalidJob,
+    Job,
+    JobTooLarge,
     StopWordPrompt,
     build_jobs,
     decode_job,
     has_stop_word,
+    job_units,
 )
+from sd_webui.settings import get_settings
 
 
 def test_one_job_of_count_n_when_not_in_parallel() -> None:
@@ -103,3 +107,55 @@ def test_stop_list_words_are_refused_with_the_warning(prompt: str) -> None:
 def test_stop_list_matches_whole_words_only(prompt: str) -> None:
     assert not has_stop_word(prompt)
     assert build_jobs(prompt, 1, in_parallel=True)[0].prompt == prompt
+
+
+@pytest.mark.parametrize(
+    ("shape", "units"),
+    [
+        ({}, 4),  # one 512x512 image at 1 step: the step and its decode (3 steps' worth)
+        ({"count": 4, "steps": 5}, 32),
+        ({"width": 1024, "height": 1024}, 16),
+        ({"width": 256, "height": 256, "steps": 1}, 1),
+    ],
+)
+def test_a_jobs_units_count_its_steps_and_decodes_in_512_images(shape: dict, units: float) -> None:
+    assert job_units(Job(prompt="green dog", **shape)) == units
+
+
+@pytest.fixture
+def max_job_units(monkeypatch: pytest.MonkeyPatch):
+    """Set MAX_JOB_UNITS for build_jobs (which reads the process's settings)."""
+
+    def set_cap(value: str) -> None:
+        monkeypatch.setenv("MAX_JOB_UNITS", value)
+        get_settings.cache_clear()
+
+    yield set_cap
+    monkeypatch.delenv("MAX_JOB_UNITS", raising=False)
+    get_settings.cache_clear()
+
+
+def test_a_job_over_max_job_units_is_refused_saying_what_to_change(max_job_units) -> None:
+    max_job_units("32")
+    assert build_jobs("green dog", 4, in_parallel=False, steps=5)  # exactly 32: accepted
+    with pytest.raises(JobTooLarge) as refused:
+        build_jobs("green dog", 4, in_parallel=False, steps=6, width=512, height=512)
+    message = str(refused.value)
+    assert "4 images of 512x512 at 6 steps is 36 units" in message
+    assert "MAX_JOB_UNITS is 32" in message and "fewer images or steps" in message
+    assert isinstance(refused.value, InvalidJob)  # every door answers it as a bad request
+
+
+def test_in_parallel_each_split_job_is_measured_alone(max_job_units) -> None:
+    """Four workers share a parallel job: each count-1 job must fit, not their sum."""
+    max_job_units("16")
+    jobs = build_jobs("green dog", 4, in_parallel=True, width=1024, height=1024)
+    assert [job_units(job) for job in jobs] == [16, 16, 16, 16]
+    with pytest.raises(JobTooLarge):
+        build_jobs("green dog", 4, in_parallel=False, width=1024, height=1024)
+
+
+def test_max_job_units_zero_is_no_cap(max_job_units) -> None:
+    max_job_units("0")
+    (job,) = build_jobs("green dog", 4, in_parallel=False, width=1024, height=1024, steps=50)
+    assert job_units(job) == 4 * 4 * 53

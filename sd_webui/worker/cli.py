@@ -1,8 +1,9 @@
 """`sd-worker`: check the configuration, load the model once, then consume until stopped.
 
 Exit status: 0 after SIGTERM with the job in hand finished (or after one job with
-EXIT_AFTER_ONE_TASK=1); 1 when the model cannot be loaded or SHUTDOWN_GRACE_S ran out;
-2 for a configuration error. Every failure to start is one log line saying what to set.
+EXIT_AFTER_ONE_TASK=1); 1 when the model cannot be loaded, S3_BUCKET cannot be reached or
+SHUTDOWN_GRACE_S ran out; 2 for a configuration error. Every failure to start is one log line
+saying what to set.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from sd_webui.bucket import Bucket, BucketError, error_text
 from sd_webui.logs import FORMAT
 from sd_webui.settings import get_settings
 from sd_webui.worker.consumer import Consumer
@@ -35,6 +37,16 @@ def main() -> None:
         _fail(f"invalid configuration: {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
     if settings.amqp_url is None:
         _fail("sd-worker needs AMQP_URL (without it the web app runs its own worker)", 2)
+    if settings.s3_bucket is not None:
+        bucket = Bucket(settings)
+        try:
+            bucket.check()
+        except BucketError as error:
+            _fail(
+                f"S3_BUCKET: {bucket} cannot be reached ({error_text(error)}); check "
+                "S3_ENDPOINT, S3_BUCKET, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY",
+                1,
+            )
     consumer: Consumer | None = None
     if settings.metrics_port is not None:
         # `consumer` is read when a probe comes, so /readyz turns 200 once it is consuming.

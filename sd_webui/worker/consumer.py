@@ -2,17 +2,20 @@
 
 Jobs run one at a time, or with BATCH_JOBS > 1 (for GPUs) the compatible ones among those
 waiting share one pipeline call. A message is acknowledged only once its job's files are all in
-place, so a worker killed at any moment leaves its job in the queue for the next one. What can
-never succeed (a body that breaks contract 1) goes to `tasks.dead` at once; what failed while
-generating is tried again, up to MAX_ATTEMPTS, by republishing it with an attempt counter, then
-dead-lettered with the error. Along the way it emits job events (started, progress, done,
-failed, cancelled) and skips or stops the jobs the cancel stream names; neither can hold up or
-lose a job.
+place (with S3_BUCKET: uploaded, then removed from the worker's own folder), so a worker killed
+at any moment leaves its job in the queue for the next one. What can never succeed (a body that
+breaks contract 1, a job over MAX_JOB_UNITS) goes to `tasks.dead` at once; what failed while
+generating or uploading is tried again, up to MAX_ATTEMPTS, by republishing it with an attempt
+counter, then dead-lettered with the error. A delivery the broker gives again because its
+worker died holding it counts as an attempt too, so a job that kills its worker (out of memory)
+ends in `tasks.dead` instead of taking every worker down in turn. Along the way it emits job
+events (started, progress, done, failed, cancelled) and skips or stops the jobs the cancel
+stream names; neither can hold up or lose a job.
 
 Settling is total: whatever a delivery holds, it is run, dead-lettered or (when its connection
 was lost, so the broker delivers it again) let go, and an error in that path dead-letters it
 rather than leaving it held. A job whose files an earlier attempt completed (its acknowledgement
-was lost) is acknowledged without generating again.
+was lost), in the worker's folder or in the bucket, is acknowledged without generating again.
 """
 
 import asyncio
@@ -23,6 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
@@ -35,11 +39,14 @@ from sd_webui.broker import (
     connect_when_up,
     declare_queues,
 )
+from sd_webui.bucket import Bucket, BucketError
+from sd_webui.bucket import error_text as bucket_error_text
 from sd_webui.cancellation import CancelWatcher, JobCancelled
 from sd_webui.events import EventEmitter, JobEvent, step_reporter, worker_name
 from sd_webui.jobs import (
     InvalidJob,
     Job,
+    check_job_size,
     decode_body,
     decode_job,
     is_job_id,
@@ -52,7 +59,7 @@ from sd_webui.worker.metrics import record_invalid, record_outcome
 from sd_webui.worker.outputs import completed_files
 
 if TYPE_CHECKING:
-    from sd_webui.worker.runner import JobResult, JobRunner
+    from sd_webui.worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,9 @@ MAX_ATTEMPTS = 3
 ATTEMPT_HEADER = "x-attempt"
 ERROR_HEADER = "x-error"
 MAX_ERROR_CHARS = 1000
+WORKER_DIED = "worker died while running it"
+# Between two tries of an upload: doubling from 1 s up to this, within S3_UPLOAD_RETRY_S.
+UPLOAD_BACKOFF_MAX_S = 15.0
 # Exit status when SHUTDOWN_GRACE_S ran out: the job in hand went back to the queue.
 EXIT_UNFINISHED = 1
 # BATCH_JOBS > 1: how long the first waiting message waits for others to join its batch.
@@ -121,6 +131,12 @@ def copied_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
     }
 
 
+def remove_files(files: list[Path]) -> None:
+    """Remove a job's files, the JSON first: images without it are never taken for a job."""
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
 class Consumer:
     """Consumes `QUEUE_NAME` with prefetch BATCH_JOBS and hands the jobs to the JobRunner off
     the loop, one job or one batch at a time."""
@@ -134,6 +150,7 @@ class Consumer:
         self.runner = runner
         self.events = events or EventEmitter(settings.amqp_url, settings.events_exchange)
         self.cancels = CancelWatcher(settings.cancel_queue)
+        self.bucket = Bucket(settings) if settings.s3_bucket else None
         self.worker = worker_name()
         self._stop = asyncio.Event()
         self._accepting = True
@@ -223,6 +240,13 @@ class Consumer:
         if current in done:
             return 0
         log.warning("SHUTDOWN_GRACE_S ran out: the unfinished job goes back to the queue")
+        with self._held_lock:
+            unfinished = [message for message in self._held if not is_settled(message)]
+        for message in unfinished:  # a stop, not a death: the attempt is not counted
+            try:
+                await self._give_back(message)
+            except Exception as error:  # the broker gone too: it redelivers the job itself
+                log.warning("could not give back %s: %s", message.message_id, error)
         await connection.close()
         logging.shutdown()
         os._exit(EXIT_UNFINISHED)
@@ -256,6 +280,8 @@ class Consumer:
         if lacks_job_id(message):
             await self._stamp(message)
             return
+        if message.redelivered and await self._counted_as_died(message):
+            return
         self._waiting.append(message)
         self._arrived.set()
         async with self._turn:
@@ -263,7 +289,7 @@ class Consumer:
                 return  # an earlier batch took it
             if not self._accepting:
                 self._waiting.remove(message)
-                await message.nack(requeue=True)  # delivered just before the consumer stopped
+                await self._give_back(message)  # delivered just before the consumer stopped
                 return
             await self._wait_for_batch()
             batch = self._waiting[: self.settings.batch_jobs]
@@ -277,6 +303,16 @@ class Consumer:
                 self._current = None
                 if self.settings.exit_after_one_task:
                     self.stop()
+
+    async def _give_back(self, message: AbstractIncomingMessage) -> None:
+        """Return a delivery this worker will not run. A requeue would mark it `redelivered`,
+        which the next worker counts as an attempt that killed its worker (`_accept`), so it goes
+        back as a copy, last in the queue, unless it already carries the flag."""
+        if message.redelivered:
+            await message.nack(requeue=True)
+            return
+        await self._republish(message, self.settings.queue_name)
+        await message.ack()
 
     async def _wait_for_batch(self) -> None:
         """Let the messages already on their way join the batch: wait until BATCH_JOBS are
@@ -344,24 +380,63 @@ class Consumer:
 
     async def _accept(self, message: AbstractIncomingMessage) -> Job | None:
         """The message's job to run, or None once the message is settled: dead-lettered when it
-        breaks contract 1, acknowledged when its job was cancelled."""
+        breaks contract 1 or MAX_JOB_UNITS, acknowledged when its job was cancelled or is already
+        done."""
         try:
             job = job_from_message(message)
+            check_job_size(job, self.settings.max_job_units)
         except InvalidJob as error:
             reason = str(error)
             await self._republish(message, self.settings.dead_letter_queue, reason=reason)
             await message.ack()
             record_invalid(message.message_id, reason)
             return None
-        if await self._skip_cancelled(message, job):
-            return None
-        files = await asyncio.to_thread(completed_files, self.settings.images_dir, job)
-        if files is not None:
-            record_outcome(job, "already-done", 0.0)
-            await message.ack()
-            self.events.emit(JobEvent(id=job.id, state="done", files=[f.name for f in files]))
+        if await self._skip_cancelled(message, job) or await self._already_done(message, job):
             return None
         return job
+
+    async def _counted_as_died(self, message: AbstractIncomingMessage) -> bool:
+        """A redelivery: the worker that held it went away (killed, out of memory, its
+        connection lost), and unless that attempt completed the job, it was a failed attempt.
+        The copy that goes back (or to `tasks.dead`) carries the count; like `_stamp`, this is
+        not the task of one-task mode. False leaves the delivery to the usual path (invalid,
+        cancelled or already done)."""
+        try:
+            job = job_from_message(message)
+        except InvalidJob:
+            return False
+        if job.id in self.cancels.cancelled or any(await self._completed(job)):
+            return False
+        log.warning("job %s came back from a worker that died running it", job.id)
+        await self._failed_attempt(message, job, WORKER_DIED, 0.0)
+        return True
+
+    async def _completed(self, job: Job) -> tuple[list[Path] | None, list[str] | None]:
+        """Where an earlier attempt completed the job (its acknowledgement was lost): all its
+        files in this worker's folder (not uploaded yet, with a bucket), else all its names in
+        the bucket; (None, None) when neither."""
+        files = await asyncio.to_thread(completed_files, self.settings.images_dir, job)
+        if files is not None or self.bucket is None:
+            return files, None
+        try:
+            return None, await asyncio.to_thread(self.bucket.completed_job, job)
+        except BucketError as error:
+            log.warning("could not look for job %s in the bucket (%s)", job.id, error)
+            return None, None
+
+    async def _already_done(self, message: AbstractIncomingMessage, job: Job) -> bool:
+        """Settle a job an earlier attempt completed: upload the files found here (with a
+        bucket), then acknowledge it as done."""
+        files, names = await self._completed(job)
+        if files is not None:
+            await self._finish(message, job, files, 0.0, outcome="already-done")
+            return True
+        if names is None:
+            return False
+        record_outcome(job, "already-done", 0.0)
+        await message.ack()
+        self.events.emit(JobEvent(id=job.id, state="done", files=names))
+        return True
 
     async def _skip_cancelled(self, message: AbstractIncomingMessage, job: Job) -> bool:
         """Acknowledge a job cancelled before it started, without running it."""
@@ -386,19 +461,29 @@ class Consumer:
             return
         except Exception as error:
             log.debug("job %s attempt %d failed", job.id, attempt, exc_info=error)
-            seconds, reason = time.perf_counter() - started, error_text(error)
-            if attempt < MAX_ATTEMPTS:
-                await self._republish(message, self.settings.queue_name, reason, attempt + 1)
-                outcome = "retry"
-            else:
-                await self._republish(message, self.settings.dead_letter_queue, reason, attempt)
-                outcome = "failed"
-            await message.ack()
-            if outcome == "failed":
-                self.events.emit(JobEvent(id=job.id, state="failed", error=reason, attempt=attempt))
-            record_outcome(job, outcome, seconds, reason)
+            seconds = time.perf_counter() - started
+            await self._failed_attempt(message, job, error_text(error), seconds)
             return
-        await self._finish(message, result)
+        await self._finish(message, job, result.files, result.seconds)
+
+    async def _failed_attempt(
+        self, message: AbstractIncomingMessage, job: Job, reason: str, seconds: float
+    ) -> bool:
+        """Queue the job again with its attempt counted, or after MAX_ATTEMPTS dead-letter it
+        with `reason` (True); either way the copy is confirmed before this delivery is
+        acknowledged."""
+        attempt = attempt_of(message)
+        if attempt < MAX_ATTEMPTS:
+            await self._republish(message, self.settings.queue_name, reason, attempt + 1)
+            outcome = "retry"
+        else:
+            await self._republish(message, self.settings.dead_letter_queue, reason, attempt)
+            outcome = "failed"
+        await message.ack()
+        if outcome == "failed":
+            self.events.emit(JobEvent(id=job.id, state="failed", error=reason, attempt=attempt))
+        record_outcome(job, outcome, seconds, reason)
+        return outcome == "failed"
 
     async def _run_batch(self, group: list[tuple[AbstractIncomingMessage, Job]]) -> None:
         """One pipeline call for the group, progress reported to each job. Any error (a cancel
@@ -425,8 +510,8 @@ class Consumer:
                 if not await self._skip_cancelled(message, job):
                     await self._run_alone(message, job)
             return
-        for (message, _), result in zip(group, results, strict=True):
-            await self._finish(message, result)
+        for (message, job), result in zip(group, results, strict=True):
+            await self._finish(message, job, result.files, result.seconds)
 
     def _step_reporter(self, job: Job) -> Callable[[int, int], None]:
         """The job's `on_step`: progress events, cancels, and a sign of life for /healthz."""
@@ -438,14 +523,54 @@ class Consumer:
 
         return on_step
 
-    async def _finish(self, message: AbstractIncomingMessage, result: "JobResult") -> None:
-        """Acknowledge a job whose files are all in place. Its log line and metric come first:
-        the files are there even if the acknowledgement is lost with the connection (then the
-        redelivery finds them complete, see `_accept`)."""
-        record_outcome(result.job, "done", result.seconds)
+    async def _finish(
+        self,
+        message: AbstractIncomingMessage,
+        job: Job,
+        files: list[Path],
+        seconds: float,
+        outcome: str = "done",
+    ) -> None:
+        """Acknowledge a job whose files are all in place: with a bucket, once they are uploaded
+        (a failed upload is a failed attempt, its files kept here for the next one). Its log
+        line and metric come first: the files are safe even if the acknowledgement is lost with
+        the connection (then the redelivery finds them complete, see `_already_done`)."""
+        if self.bucket is not None:
+            try:
+                await self._upload(job, files)
+            except BucketError as error:
+                reason = f"upload to the bucket failed: {bucket_error_text(error)}"
+                if await self._failed_attempt(message, job, reason[:MAX_ERROR_CHARS], seconds):
+                    remove_files(files)  # dead-lettered: not kept in the pod's folder for ever
+                return
+        record_outcome(job, outcome, seconds)
         await message.ack()
-        files = [path.name for path in result.files]
-        self.events.emit(JobEvent(id=result.job.id, state="done", files=files))
+        self.events.emit(JobEvent(id=job.id, state="done", files=[path.name for path in files]))
+
+    async def _upload(self, job: Job, files: list[Path]) -> None:
+        """Upload the job's files, JSON first, trying again for S3_UPLOAD_RETRY_S (an endpoint
+        that restarts, a full disk there); then remove them here, so that the pod's folder
+        holds only jobs not yet uploaded. Raises the last BucketError when time ran out."""
+        assert self.bucket is not None
+        deadline = time.monotonic() + self.settings.s3_upload_retry_s
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.to_thread(self.bucket.upload_job, files)
+                break
+            except BucketError as error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.warning(
+                    "upload of job %s failed (%s); trying again in %.0f s",
+                    job.id,
+                    bucket_error_text(error),
+                    min(delay, left),
+                )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, UPLOAD_BACKOFF_MAX_S)
+        remove_files(files)
 
     async def _stamp(self, message: AbstractIncomingMessage) -> None:
         """Give an id-less message a job id that survives redelivery: publish it again with

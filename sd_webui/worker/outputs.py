@@ -9,20 +9,14 @@ come from its id), and one whose files are already complete is not generated aga
 
 import io
 import os
-import secrets
 from pathlib import Path
 
 from PIL.Image import Image
 from PIL.PngImagePlugin import PngInfo
 
-from sd_webui.image_files import landed_job
+from sd_webui.image_files import landed_job, temporary_name
 from sd_webui.jobs import Job
 from sd_webui.metadata import FastSDSettings
-
-
-def temporary_name(name: str) -> str:
-    """A hidden name to write `name` under, unique so that two writers never share one."""
-    return f".{name}.{secrets.token_hex(4)}.tmp"
 
 
 def _png_bytes(image: Image, parameters: str) -> bytes:

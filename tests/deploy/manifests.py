@@ -23,7 +23,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
-KUSTOMIZATIONS = ("base", "overlays/scaledobject", "overlays/scaledjob", "overlays/gpu")
+KUSTOMIZATIONS = (
+    "base",
+    "overlays/scaledobject",
+    "overlays/scaledjob",
+    "overlays/statefulset",
+    "overlays/gpu",
+)
 K8S_VERSION = kubernetes_validate.latest_version()
 PROXY_CONF = REPO / "deploy" / "compose" / "nginx.conf"  # compose.yaml's proxy
 IN_CI = os.environ.get("CI") == "true"

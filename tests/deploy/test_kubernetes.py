@@ -1,7 +1,9 @@
 """deploy/k8s: every kustomization builds, every object is valid, and the design holds."""
 
 import copy
+import os
 import re
+import subprocess
 from urllib.parse import urlsplit
 
 import pytest
@@ -9,16 +11,21 @@ import yaml
 from manifests import (
     K8S,
     KUSTOMIZATIONS,
+    REPO,
     all_containers,
     build,
     container,
     env,
     find,
     generated,
+    kubectl,
     pod_template,
     validation_errors,
     workloads,
 )
+
+from sd_webui.jobs import Job, job_units
+from sd_webui.settings import Settings
 
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
@@ -101,7 +108,7 @@ def test_no_literal_secrets(kustomization: str) -> None:
     for workload in workloads(objects):
         for c in all_containers(pod_template(workload)["spec"]):
             variables = env(c)
-            for name in ("AMQP_URL", "MC_HOST_minio"):
+            for name in ("AMQP_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
                 if name in variables:
                     assert set(variables[name]) == {"secretKeyRef"}, (c["name"], name)
 
@@ -114,17 +121,15 @@ def test_web_app() -> None:
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     images_dir = generated(objects, "sd-webui-config")["data"]["IMAGES_DIR"]
+    # Its folder is its own copy of the bucket's newest images, written by the app itself.
+    assert "initContainers" not in spec
     [mount] = [m for m in web["volumeMounts"] if m["mountPath"] == images_dir]
-    assert mount["readOnly"] is True
-    # The mirror sidecar: a native sidecar filling that same volume from the bucket `images`.
-    mirror = container(spec, "mirror")
-    assert mirror["restartPolicy"] == "Always"
-    assert mirror["image"].startswith("minio/mc:")
-    assert mirror["args"][:2] == ["mirror", "--watch"]
-    assert mirror["args"][-2:] == ["minio/images", images_dir]
-    assert {m["name"] for m in mirror["volumeMounts"] if m["mountPath"] == images_dir} == {
-        mount["name"]
-    }
+    assert not mount.get("readOnly")
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    config = generated(objects, "sd-webui-config")["data"]
+    largest_png = 1.5 * 2**20  # a 1024x1024 image; its JSON sidecar is under 2 KB
+    assert quantity(volume["emptyDir"]["sizeLimit"]) >= int(config["S3_MIRROR_KEEP"]) * largest_png
+    assert_bucket_settings(web, config)
     # Service and Ingress route to the container's port.
     service = find(objects, "Service", "web")
     selector = find(objects, "Deployment", "web")["spec"]["selector"]["matchLabels"]
@@ -219,34 +224,114 @@ def test_web_replicas_share_the_redis_of_the_namespace(kustomization: str) -> No
     assert rule["ports"] == [{"protocol": "TCP", "port": port["targetPort"]}]
 
 
-def worker_pod_checks(spec: dict) -> None:
-    """The worker pod, as a Deployment's or a ScaledJob's: grace, upload sidecar, shared folder."""
-    assert spec["terminationGracePeriodSeconds"] == 120
-    worker, upload = container(spec, "worker"), container(spec, "upload")
+def quantity(text: str) -> float:
+    """A Kubernetes quantity such as 4Gi or 500M, in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", text).groups()
+    return float(number) * units.get(unit, 1)
+
+
+def assert_bucket_settings(app: dict, config: dict) -> None:
+    """The container reaches the bucket: where from the ConfigMap, credentials from the Secret."""
+    assert {"S3_ENDPOINT", "S3_BUCKET", "S3_REGION"} <= config.keys()
+    Settings(amqp_url="amqp://x", **{key.lower(): value for key, value in config.items()})
+    variables = env(app)
+    for name, key in (
+        ("S3_ACCESS_KEY_ID", "access-key-id"),
+        ("S3_SECRET_ACCESS_KEY", "secret-access-key"),
+    ):
+        assert variables[name] == {"secretKeyRef": {"name": "sd-webui-s3", "key": key}}
+
+
+def worker_pod_checks(spec: dict, config: dict) -> None:
+    """The worker pod, as a Deployment's, a StatefulSet's or a ScaledJob's: no sidecar, the
+    bucket reached by the worker itself, a grace that covers the longest job, the model cache."""
+    assert "initContainers" not in spec
+    worker = container(spec, "worker")
     variables = env(worker)
-    assert float(variables["SHUTDOWN_GRACE_S"]) < spec["terminationGracePeriodSeconds"]
+    assert_bucket_settings(worker, config)
     assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert upload["restartPolicy"] == "Always"  # native sidecar: stopped after the worker
-    assert upload in spec["initContainers"]
-    assert upload["command"] == ["bash", "/scripts/upload-complete-jobs.sh"]
-    assert env(upload)["MC_TARGET"] == "minio/images"
+    shutdown_grace = float(variables["SHUTDOWN_GRACE_S"])
+    assert shutdown_grace >= longest_job_s(config)
+    assert spec["terminationGracePeriodSeconds"] >= shutdown_grace + 10  # time to exit
     worker_mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
-    upload_mounts = {m["mountPath"]: m["name"] for m in upload["volumeMounts"]}
-    images_dir = env(upload)["IMAGES_DIR"]
-    assert worker_mounts[images_dir] == upload_mounts[images_dir]
     assert worker_mounts[variables["HF_HOME"]] == "model-cache"
+    assert worker_mounts[config["IMAGES_DIR"]] == "images"
 
 
-def test_sidecar_script_is_the_file_in_the_repo() -> None:
-    config_map = generated(build("base"), "upload-complete-jobs")
-    script = K8S / "base" / "upload-complete-jobs.sh"
-    assert config_map["data"]["upload-complete-jobs.sh"] == script.read_text()
+def seconds_per_unit() -> float:
+    """A unit of work (jobs.job_units) on the slowest CPU measured: docs/performance.md's
+    default fp32 row, seconds for one 512x512 image at 1 step (4 units)."""
+    table = (REPO / "docs" / "performance.md").read_text()
+    seconds = float(re.search(r"^default fp32 \(glibc\) +([0-9.]+)", table, re.M).group(1))
+    return seconds / job_units(Job(prompt="x"))
+
+
+def longest_job_s(config: dict) -> float:
+    """What the worker may hold a job for: the largest job MAX_JOB_UNITS admits, with a 1.5x
+    margin, and the upload's retries (docs/deploy.md#long-jobs-and-shutdown)."""
+    settings = Settings(
+        **{key.lower(): value for key, value in config.items() if key.startswith("MAX")}
+    )
+    assert settings.max_job_units > 0  # uncapped, no grace would be enough
+    return settings.max_job_units * seconds_per_unit() * 1.5 + settings.s3_upload_retry_s
+
+
+def measured_peak_gib() -> float:
+    """The largest job's peak memory on the worker's path: docs/performance.md's job memory
+    table (bench/job_memory.py), its one-by-one decode rows."""
+    table = (REPO / "docs" / "performance.md").read_text()
+    peaks = [float(row.split()[-2]) for row in table.splitlines() if " one by one " in row]
+    assert peaks, "no job memory table in docs/performance.md"
+    return max(peaks)
+
+
+@pytest.mark.parametrize(
+    "kustomization",
+    ["base", "overlays/scaledobject", "overlays/scaledjob", "overlays/statefulset"],
+)
+def test_cpu_workers_request_the_measured_peak(kustomization: str) -> None:
+    """The memory request covers the largest job's measured peak, so memory pressure on a node
+    does not evict a busy worker, and the limit is above it."""
+    [workload] = [o for o in workloads(build(kustomization)) if o["metadata"]["name"] == "worker"]
+    resources = container(pod_template(workload)["spec"], "worker")["resources"]
+    request, limit = (quantity(resources[kind]["memory"]) for kind in ("requests", "limits"))
+    assert request >= measured_peak_gib() * 2**30
+    assert limit > request
+
+
+def worker_config(objects: list) -> dict:
+    return generated(objects, "sd-webui-config")["data"]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_no_mc_sidecars_left(kustomization: str) -> None:
+    """The workers upload and the web app mirrors by themselves: no mc image, script or alias."""
+    objects = build(kustomization)
+    dump = yaml.safe_dump_all(objects)
+    assert "minio/mc" not in dump and "MC_HOST" not in dump and "upload-complete-jobs" not in dump
+    for workload in workloads(objects):
+        assert "initContainers" not in pod_template(workload)["spec"], workload["metadata"]["name"]
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_broker_holds_a_job_longer_than_any_worker_may(kustomization: str) -> None:
+    """RabbitMQ's consumer_timeout is above the worker's SHUTDOWN_GRACE_S (a job is held until
+    its images are in the bucket), so the broker never takes a running job back."""
+    objects = build(kustomization)
+    rabbit = find(objects, "RabbitmqCluster", "rabbitmq")
+    config = rabbit["spec"]["rabbitmq"]["additionalConfig"]
+    timeout_s = int(re.search(r"^consumer_timeout = (\d+)$", config, re.M).group(1)) / 1000
+    for workload in workloads(objects):
+        if workload["metadata"]["name"] == "worker":
+            grace = env(container(pod_template(workload)["spec"], "worker"))["SHUTDOWN_GRACE_S"]
+            assert timeout_s > float(grace)
 
 
 def test_base_worker() -> None:
     deployment = find(build("base"), "Deployment", "worker")
-    worker_pod_checks(pod_template(deployment)["spec"])
+    worker_pod_checks(pod_template(deployment)["spec"], worker_config(build("base")))
     assert env(container(pod_template(deployment)["spec"], "worker"))["EXIT_AFTER_ONE_TASK"] == "0"
 
 
@@ -271,7 +356,52 @@ def test_scaledobject_overlay() -> None:
     spec = scaled["spec"]
     assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (0, 8, 150)
     rabbitmq_trigger(objects, scaled)
-    worker_pod_checks(pod_template(deployment)["spec"])
+    worker_pod_checks(pod_template(deployment)["spec"], worker_config(objects))
+
+
+@pytest.mark.parametrize("kustomization", ["base", "overlays/scaledobject", "overlays/gpu"])
+def test_worker_rollouts_stop_no_busy_worker_early(kustomization: str) -> None:
+    """A rollout adds a new worker before it stops an old one, and stops it with a grace that
+    lets it finish the job in hand."""
+    deployment = find(build(kustomization), "Deployment", "worker")
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+def test_model_cache_claim_names_a_storage_class() -> None:
+    """ReadWriteMany is no default class's: the claim names one (a placeholder to set)."""
+    claim = find(build("base"), "PersistentVolumeClaim", "model-cache")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["storageClassName"]
+
+
+def test_statefulset_overlay() -> None:
+    """Workers with a ReadWriteOnce model cache each: a StatefulSet that KEDA scales, its pod
+    the scaledobject overlay's worker pod with the cache from the claim template."""
+    objects = build("overlays/statefulset")
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("Deployment", "worker") not in kinds
+    assert ("PersistentVolumeClaim", "model-cache") not in kinds
+    statefulset = find(objects, "StatefulSet", "worker")
+    scaled = find(objects, "ScaledObject", "worker")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": "worker", "kind": "StatefulSet"}
+    spec = statefulset["spec"]
+    assert "replicas" not in spec  # KEDA owns it
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "model-cache"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    assert selects(spec["selector"], pod_template(statefulset)["metadata"]["labels"])
+    worker_pod_checks(pod_template(statefulset)["spec"], worker_config(objects))
+    deployment = find(build("overlays/scaledobject"), "Deployment", "worker")
+    expected = copy.deepcopy(pod_template(deployment))
+    expected["spec"]["volumes"] = [
+        volume for volume in expected["spec"]["volumes"] if volume["name"] != "model-cache"
+    ]
+    assert pod_template(statefulset) == expected
 
 
 def test_scaledjob_overlay() -> None:
@@ -285,7 +415,14 @@ def test_scaledjob_overlay() -> None:
     assert spec["restartPolicy"] == "Never"
     assert env(container(spec, "worker"))["EXIT_AFTER_ONE_TASK"] == "1"
     rabbitmq_trigger(objects, scaled)
-    worker_pod_checks(spec)
+    worker_pod_checks(spec, worker_config(objects))
+    # A changed ScaledJob leaves running Jobs be; the deadline leaves room for the longest job
+    # after the model load (the startup probe's window).
+    assert scaled["spec"]["rollout"]["strategy"] == "gradual"
+    startup = container(spec, "worker")["startupProbe"]
+    startup_s = startup["periodSeconds"] * startup["failureThreshold"]
+    shutdown_grace = float(env(container(spec, "worker"))["SHUTDOWN_GRACE_S"])
+    assert job["activeDeadlineSeconds"] >= startup_s + shutdown_grace
     # The Job's pod is the base worker pod (copied, not re-typed) with only the Job changes.
     base = copy.deepcopy(pod_template(find(build("base"), "Deployment", "worker")))
     base["spec"]["restartPolicy"] = "Never"
@@ -311,7 +448,7 @@ def test_gpu_overlay() -> None:
         "tolerations"
     ]
     assert worker["image"].endswith("-cuda")
-    worker_pod_checks(spec)
+    worker_pod_checks(spec, worker_config(objects))
 
 
 def test_minio_values() -> None:
@@ -345,3 +482,25 @@ def test_secrets_template_is_in_no_kustomization() -> None:
         for auth in (o for o in objects if o["kind"] == "TriggerAuthentication"):
             referenced |= {(r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
     assert referenced == documented
+
+
+def test_the_readmes_retention_snippet_changes_the_setting(tmp_path) -> None:
+    """README.md's snippet, put in an overlay of the scaledobject one, builds and sets 90 days
+    with every other setting kept."""
+    readme = (REPO / "README.md").read_text()
+    snippet = re.search(r"```yaml\n(configMapGenerator:.*?S3_RETENTION_DAYS.*?)```", readme, re.S)
+    assert snippet, "no retention snippet in README.md"
+    overlay = yaml.safe_load(snippet.group(1))
+    overlay["resources"] = [os.path.relpath(K8S / "overlays" / "scaledobject", tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = subprocess.run(
+        [kubectl() or "kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    config = worker_config([o for o in yaml.safe_load_all(result.stdout) if o])
+    assert config["S3_RETENTION_DAYS"] == "90"
+    assert {key: value for key, value in config.items() if key != "S3_RETENTION_DAYS"} == {
+        key: value
+        for key, value in worker_config(build("overlays/scaledobject")).items()
+        if key != "S3_RETENTION_DAYS"
+    }

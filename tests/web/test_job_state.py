@@ -116,5 +116,20 @@ async def test_advanced_fields_are_checked_on_the_server(
     assert embedded.waiting() == 0
 
 
+async def test_a_job_over_the_cap_is_refused_from_the_page(
+    embedded: EmbeddedQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 images of 1024x1024 (64 units) against MAX_JOB_UNITS 32: one line saying why."""
+    monkeypatch.setenv("MAX_JOB_UNITS", "32")
+    get_settings.cache_clear()  # the fixture clears it again afterwards
+    form = PromptState(_reflex_internal_init=True)
+    form.width, form.height = "1024", "1024"
+    level, message, _ = await submit("green dog", 4, False, **form.options())
+    assert level == "error" and "too large for this server" in message, message
+    assert embedded.waiting() == 0
+    level, _, jobs = await submit("green dog", 3, True, **form.options())  # 3 jobs of 16 units
+    assert level == "success" and len(jobs) == 3
+
+
 def test_form_numbers() -> None:
     assert [form_number(text) for text in ("", " 42 ", "7.5", "x")] == [None, 42, 7.5, "x"]

@@ -141,12 +141,14 @@ BAD_MESSAGES = [
     (b'{"prompt": "   "}', "prompt"),
     (b'{"prompt": "green dog", "width": 300}', "width"),
     (b'{"prompt": "green dog", "seed": -1}', "seed"),
+    (b'{"prompt": "green dog", "count": 4, "width": 1024, "height": 1024}', "MAX_JOB_UNITS"),
 ]
 
 
 async def test_bad_messages_go_to_dead_letter_queue_and_good_ones_complete(
     worker_settings: Settings, loaded_model: LoadedModel
 ) -> None:
+    worker_settings = worker_settings.model_copy(update={"max_job_units": 32.0})  # as Kubernetes
     url, queue, folder = (
         worker_settings.amqp_url,
         worker_settings.queue_name,

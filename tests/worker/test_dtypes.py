@@ -86,6 +86,7 @@ def test_each_cpu_dtype_and_decoder_make_valid_images(
     runner = load_runner(dtype, tiny)
     assert runner.model.pipe.unet.dtype == getattr(torch, dtype)
     assert isinstance(runner.model.pipe.vae, AutoencoderTiny) == tiny
+    assert runner.model.pipe.vae.use_slicing  # a job's images decoded one by one (memory)
     result = runner.run(Job.model_validate({**JOB, "count": 2}))
     sidecar, *pngs = result.files
     record = json.loads(sidecar.read_text())

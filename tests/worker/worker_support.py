@@ -133,6 +133,7 @@ class WorkerProcess:
             "QUEUE_NAME": settings.queue_name,
             "IMAGES_DIR": str(settings.images_dir),
             "SD_MODEL": settings.sd_model,
+            "MAX_JOB_UNITS": str(settings.max_job_units),
             **env,
         }
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed in wait)
