@@ -125,7 +125,10 @@ COPY --from=worker-build /opt/venv /opt/venv
 # A bare soname in LD_PRELOAD is looked up in the loader's paths, so this is right on every
 # architecture; the check below fails the build if it does not resolve (at run time the loader
 # would only print a warning).
+# TBB_ENABLE_SANITIZERS: OpenVINO's oneTBB loads its hwloc binding with RTLD_DEEPBIND, which
+# under a preloaded tcmalloc aborts at start ("free(): invalid pointer"); this turns that off.
 ENV LD_PRELOAD=libtcmalloc_minimal.so.4 \
+    TBB_ENABLE_SANITIZERS=1 \
     TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=17179869184 \
     HF_HOME=/data/hf \
     HF_HUB_DISABLE_TELEMETRY=1 \

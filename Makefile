@@ -7,7 +7,8 @@ PORT ?= 3000
 # tcmalloc makes CPU inference faster (docs/performance.md); preloaded when it is installed
 # (Debian: `apt-get install libgoogle-perftools4`), skipped when it is not.
 TCMALLOC := $(firstword $(wildcard /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4))
-PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC))
+# TBB_ENABLE_SANITIZERS=1 keeps OpenVINO (SD_BACKEND=openvino) from aborting under tcmalloc.
+PRELOAD := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) TBB_ENABLE_SANITIZERS=1)
 SERVE := $(BIN)/reflex run --env prod --single-port --frontend-port $(PORT)
 
 .PHONY: install install-test run demo-model demo worker test screenshots lint format bench

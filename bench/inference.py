@@ -12,6 +12,9 @@ The allocator can only be chosen when a process starts, so the rows run in two c
 processes of this script: one with glibc's malloc, one with tcmalloc in LD_PRELOAD.
 `fast path` is the worker's own `prepare_pipeline` with SD_DTYPE=auto and SD_TINY_VAE=1;
 the `fast path ...` rows take one thing out of it (or add one) to show what that thing is worth.
+The `openvino ...` rows are that fast path with SD_BACKEND=openvino (text encoder and UNet
+converted once into .cache/bench/openvino, which takes minutes and about 10 GB the first time),
+beside the same path in torch float32; `--openvino` runs those rows and the fast path alone.
 
 Run: `python bench/inference.py` (23 minutes on two EPYC cores shared with other work; less on
 a quiet machine; needs the Debian package libgoogle-perftools4 for tcmalloc).
@@ -39,6 +42,7 @@ from machine import peak_rss_gib
 from sd_turbo_arch import build_sd_turbo
 
 from sd_webui.settings import Settings
+from sd_webui.worker.openvino_backend import use_openvino
 from sd_webui.worker.optimize import (
     cpu_has_native_bf16,
     load_tiny_vae,
@@ -113,6 +117,40 @@ def bfloat16_channels_last_decoder(tiny: Path) -> Pipeline:
     return pipe
 
 
+OPENVINO_CACHE = Path(".cache/bench/openvino")  # converted once, reused by later runs
+
+
+def fast_path_float32(tiny: Path) -> Pipeline:
+    """The fast path in float32: the torch side by side with OpenVINO f32."""
+    pipe = _copy(sd_turbo(torch.float32))
+    settings = Settings(sd_dtype="float32", sd_tiny_vae=True, sd_tiny_vae_model=str(tiny))
+    prepare_pipeline(pipe, settings, "cpu", torch.float32)
+    return pipe
+
+
+def _openvino(tiny: Path, dtype: str) -> Pipeline:
+    """The fast path with SD_BACKEND=openvino, as the worker sets it up (`load_pipeline`)."""
+    pipe = fast_path_float32(tiny)
+    settings = Settings(
+        sd_backend="openvino",
+        sd_dtype=dtype,
+        sd_tiny_vae=True,
+        sd_tiny_vae_model=str(tiny),
+        sd_openvino_cache=OPENVINO_CACHE,
+    )
+    use_openvino(pipe, settings)
+    return pipe
+
+
+def openvino_auto(tiny: Path) -> Pipeline:
+    """OpenVINO's own precision for this CPU (bf16 where it is native, else f32)."""
+    return _openvino(tiny, "auto")
+
+
+def openvino_float32(tiny: Path) -> Pipeline:
+    return _openvino(tiny, "float32")
+
+
 # (row, variant, under torch.inference_mode). Without inference_mode the pipeline runs under
 # its own torch.no_grad(), as diffusers does by default.
 Row = tuple[str, Variant, bool]
@@ -130,6 +168,13 @@ TCMALLOC_ROWS: list[Row] = [
     ("fast path, contiguous decoder", fast_contiguous_decoder, True),
     ("fast path, no inference_mode", fast_path, False),
     ("fast path + channels_last UNet", fast_channels_last_unet, True),
+]
+# SD_BACKEND=openvino against torch, both under tcmalloc with TBB_ENABLE_SANITIZERS=1 (as the
+# worker image runs); `--openvino` runs these alone.
+OPENVINO_ROWS: list[Row] = [
+    ("fast path, float32 (torch)", fast_path_float32, True),
+    ("openvino fast path, auto", openvino_auto, True),
+    ("openvino fast path, f32", openvino_float32, True),
 ]
 
 
@@ -230,7 +275,11 @@ def _bf16_probe() -> str:
 
 def child(allocator: str, tiny: Path, runs: int) -> None:
     """Run this allocator's rows; print them as one JSON line on stdout."""
-    rows = GLIBC_ROWS if allocator == "glibc" else TCMALLOC_ROWS
+    rows = {
+        "glibc": GLIBC_ROWS,
+        "tcmalloc": TCMALLOC_ROWS + OPENVINO_ROWS,
+        "openvino": [TCMALLOC_ROWS[0], *OPENVINO_ROWS],  # beside the torch fast path, too
+    }[allocator]
     notes = []
     if allocator == "glibc":
         if cpu_has_native_bf16():
@@ -245,8 +294,9 @@ def child(allocator: str, tiny: Path, runs: int) -> None:
 def _run_child(allocator: str, tiny: Path, runs: int) -> dict:
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
-    if allocator == "tcmalloc":
+    if allocator in ("tcmalloc", "openvino"):
         env["LD_PRELOAD"] = TCMALLOC
+        env["TBB_ENABLE_SANITIZERS"] = "1"  # OpenVINO aborts under tcmalloc without it
     command = [sys.executable, __file__, "--child", allocator, "--tiny", str(tiny)]
     output = subprocess.run(
         [*command, "--runs", str(runs)], env=env, check=True, stdout=subprocess.PIPE, text=True
@@ -273,7 +323,9 @@ def _print_table(rows: list[dict], runs: int) -> None:
             f"{row['sys']:6.2f} {row['faults'] / 1000:7.0f}k "
             f"{row['peak_gb']:8.2f}"
         )
-    fast = next(row for row in rows if row["name"] == "fast path (tcmalloc)")
+    fast = next((row for row in rows if row["name"] == "fast path (tcmalloc)"), None)
+    if fast is None:  # --openvino: its rows alone
+        return
     limit = sum(min(row[key] for row in rows) for key in COMPONENTS)
     print(
         f"\nfast path: {baseline / fast['total']:.2f}x the default fp32 path (goal >= 8x); "
@@ -285,7 +337,10 @@ def _print_table(rows: list[dict], runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=RUNS, help="timed images per row (median)")
-    parser.add_argument("--child", choices=("glibc", "tcmalloc"), help=argparse.SUPPRESS)
+    parser.add_argument("--openvino", action="store_true", help="the OpenVINO rows alone")
+    parser.add_argument(
+        "--child", choices=("glibc", "tcmalloc", "openvino"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--tiny", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -298,9 +353,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         AutoencoderTiny().save_pretrained(folder)  # TAESD's architecture, random weights
-        results = [
-            _run_child(allocator, Path(folder), args.runs) for allocator in ("glibc", "tcmalloc")
-        ]
+        allocators = ("openvino",) if args.openvino else ("glibc", "tcmalloc")
+        results = [_run_child(allocator, Path(folder), args.runs) for allocator in allocators]
     rows = [row for result in results for row in result["rows"]]
     _print_table(rows, args.runs)
     for note in (note for result in results for note in result["notes"]):

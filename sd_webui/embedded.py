@@ -138,5 +138,7 @@ class EmbeddedQueue:
             record_outcome(job, "failed", time.perf_counter() - started, reason)
             return
         files = [path.name for path in result.files]
-        self.hub.publish(JobEvent(id=job.id, state="done", files=files))
+        self.hub.publish(
+            JobEvent(id=job.id, state="done", files=files, filtered=result.filtered or None)
+        )
         record_outcome(job, "done", result.seconds)

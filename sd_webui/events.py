@@ -55,6 +55,7 @@ class JobEvent(BaseModel):
     steps: int | None = None  # progress: denoising steps of the job
     image: int | None = None  # progress: 1-based image, None while all images run as one batch
     files: list[str] | None = None  # done: file names, JSON sidecar first
+    filtered: list[int] | None = None  # done: 1-based images the safety checker blacked out
     error: str | None = None  # failed: the reason, one line
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

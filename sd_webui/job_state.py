@@ -74,6 +74,7 @@ class JobCard:
     percent: int = 0
     error: str = ""
     images: list[str] = dataclasses.field(default_factory=list)  # done: the PNGs' paths
+    filtered: list[str] = dataclasses.field(default_factory=list)  # done: those blacked out
 
 
 def applied(card: JobCard, event: JobEvent) -> JobCard:
@@ -103,7 +104,10 @@ def applied(card: JobCard, event: JobEvent) -> JobCard:
             )
         case "done":
             pngs = [f"{IMAGE_ROUTE}/{name}" for name in event.pngs]
-            return dataclasses.replace(card, state="done", percent=100, images=pngs)
+            filtered = [pngs[number - 1] for number in event.filtered or [] if number <= len(pngs)]
+            return dataclasses.replace(
+                card, state="done", percent=100, images=pngs, filtered=filtered
+            )
         case "failed":
             return dataclasses.replace(card, state="failed", error=event.error or "unknown error")
         case "cancelled":

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from sd_webui.settings import get_settings
+from sd_webui.stop_list import has_stop_word
 
 MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
@@ -30,25 +31,6 @@ MAX_COUNT = 4
 DECODE_UNITS = 3
 NSFW_WARNING = "Please don't use this tool for creating NSFW content."
 
-# The old web UI's stop-list, now matched on whole words so "Essex" or "Sussex" pass.
-STOP_WORDS = (
-    "sex",
-    "sexy",
-    "nude",
-    "nudes",
-    "naked",
-    "nsfw",
-    "porn",
-    "porno",
-    "xxx",
-    "hentai",
-    "boobs",
-    "tits",
-    "penis",
-    "vagina",
-    "erotic",
-)
-_STOP_RE = re.compile(r"\b(?:" + "|".join(STOP_WORDS) + r")\b", re.IGNORECASE)
 _JOB_ID_RE = re.compile(
     r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
@@ -179,11 +161,6 @@ def decode_body(body: bytes) -> dict[str, Any]:
 def decode_job(body: bytes) -> Job:
     """Parse a raw AMQP body (old `{"prompt", "count"}` or the full contract-1 form)."""
     return parse_job(decode_body(body))
-
-
-def has_stop_word(prompt: str) -> bool:
-    """Whether the prompt contains a stop-list word as a whole word (case-insensitive)."""
-    return _STOP_RE.search(prompt) is not None
 
 
 def build_jobs(prompt: str, count: int, in_parallel: bool, **options: Any) -> list[Job]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sd_webui.events import EventHub, JobEvent
 from sd_webui.image_files import job_stem, landed_job
+from sd_webui.metadata import filtered_images
 
 
 class DoneWhenLanded:
@@ -28,4 +29,6 @@ class DoneWhenLanded:
                 continue
             landed = await asyncio.to_thread(landed_job, self.folder, job_id)
             if landed is not None and not (self.hub.registry.latest(job_id) or latest).final:
-                self.hub.publish(JobEvent(id=job_id, state="done", files=landed[1]))
+                record, files = landed
+                filtered = filtered_images(record) or None
+                self.hub.publish(JobEvent(id=job_id, state="done", files=files, filtered=filtered))

@@ -93,6 +93,15 @@ class FastSDSettings(BaseModel):
         return f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n{settings}"
 
 
+def filtered_images(sidecar: Any) -> list[int]:
+    """The 1-based numbers of the images the safety checker blacked out: the sidecar's `nsfw`
+    flags (a parsed `<id>.json`; anything else, or no flags, is none)."""
+    flags = sidecar.get("nsfw") if isinstance(sidecar, dict) else None
+    if not isinstance(flags, list):
+        return []
+    return [index + 1 for index, flag in enumerate(flags) if flag is True]
+
+
 class ImageInfo(BaseModel):
     """What the gallery shows about one image; every field tolerates a missing sidecar."""
 
@@ -107,6 +116,7 @@ class ImageInfo(BaseModel):
     seed: int | None = None
     steps: int | None = None
     guidance_scale: float | None = None
+    filtered: bool = False  # the safety checker flagged it: the PNG is black
 
     @property
     def size(self) -> str:
@@ -159,4 +169,5 @@ def parse_image_info(raw: bytes | str, image_index: int) -> ImageInfo:
         seed=_as(int, seed),
         steps=_as(int, data.get("inference_steps")),
         guidance_scale=_as(float, data.get("guidance_scale")),
+        filtered=image_index + 1 in filtered_images(data),
     )

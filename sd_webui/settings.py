@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     sd_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     sd_tiny_vae: bool = False
     sd_tiny_vae_model: str = "madebyollin/taesd"
+    # torch, or openvino: the text encoder and UNet converted once (cached in SD_OPENVINO_CACHE,
+    # default $HF_HOME/openvino) and run by OpenVINO on the CPU.
+    sd_backend: Literal["torch", "openvino"] = "torch"
+    sd_openvino_cache: Path | None = None
+    # Each generated image checked by diffusers' safety checker; flagged ones are blacked out.
+    sd_safety_checker: bool = False
+    sd_safety_checker_model: str = "CompVis/stable-diffusion-safety-checker"
+    # The prompt stop-list: one word or phrase a line (blank lines and `#` comments skipped).
+    stop_words_file: Path | None = None
     batch_jobs: int = Field(default=1, ge=1, le=16)
     max_pending_per_session: int = Field(default=8, ge=1)
     events_exchange: str = Field(
@@ -66,6 +75,8 @@ class Settings(BaseSettings):
         "redis_url",
         "metrics_port",
         "api_keys_file",
+        "stop_words_file",
+        "sd_openvino_cache",
         "s3_bucket",
         "s3_endpoint",
         "s3_access_key_id",
@@ -76,6 +87,17 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         """`AMQP_URL=` in a compose file or shell means "not set", not an empty URL."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("stop_words_file")
+    @classmethod
+    def _stop_words_readable(cls, value: Path | None) -> Path | None:
+        """A list that cannot be read fails at start, not at the first prompt."""
+        if value is not None:
+            try:
+                value.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"STOP_WORDS_FILE={value} cannot be read: {error}") from None
+        return value
 
     @model_validator(mode="after")
     def _bucket_needs_the_broker(self) -> "Settings":

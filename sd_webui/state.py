@@ -39,6 +39,7 @@ class Card:
     seed: str = UNKNOWN
     steps: str = UNKNOWN
     guidance_scale: str = UNKNOWN
+    filtered: bool = False  # the safety checker blacked it out: shown as a "filtered" tile
 
 
 def _shown(value: object) -> str:
@@ -68,6 +69,7 @@ def card_of(entry: Entry) -> Card:
         seed=_shown(info.seed),
         steps=_shown(info.steps),
         guidance_scale=_shown(info.guidance_scale),
+        filtered=info.filtered,
     )
 
 

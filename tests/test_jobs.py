@@ -14,10 +14,10 @@ from sd_webui.jobs import (
     StopWordPrompt,
     build_jobs,
     decode_job,
-    has_stop_word,
     job_units,
 )
-from sd_webui.settings import get_settings
+from sd_webui.settings import Settings, get_settings
+from sd_webui.stop_list import has_stop_word
 
 
 def test_one_job_of_count_n_when_not_in_parallel() -> None:
@@ -159,3 +159,40 @@ def test_max_job_units_zero_is_no_cap(max_job_units) -> None:
     max_job_units("0")
     (job,) = build_jobs("green dog", 4, in_parallel=False, width=1024, height=1024, steps=50)
     assert job_units(job) == 4 * 4 * 53
+
+
+@pytest.fixture
+def stop_words_file(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """Point STOP_WORDS_FILE at a file with `text` for build_jobs and has_stop_word."""
+
+    def use(text: str):
+        path = tmp_path / "stop-words.txt"
+        path.write_text(text)
+        monkeypatch.setenv("STOP_WORDS_FILE", str(path))
+        get_settings.cache_clear()
+        return path
+
+    yield use
+    monkeypatch.delenv("STOP_WORDS_FILE", raising=False)
+    get_settings.cache_clear()
+
+
+def test_stop_words_file_replaces_the_list(stop_words_file) -> None:
+    stop_words_file("# our list\nballoon\n\nred  moon   # a phrase\n")
+    with pytest.raises(StopWordPrompt):
+        build_jobs("a Balloon over the sea", 1, in_parallel=False)
+    assert has_stop_word("a RED\tmoon rising")  # any spacing between a phrase's words
+    assert not has_stop_word("a red sun, a moon")  # the phrase, not its words apart
+    assert not has_stop_word("balloons")  # whole words only
+    assert not has_stop_word("a nude statue")  # the built-in list is replaced, not extended
+    assert build_jobs("a nude statue", 1, in_parallel=False)
+
+
+def test_an_empty_stop_words_file_refuses_nothing(stop_words_file) -> None:
+    stop_words_file("# nothing yet\n")
+    assert build_jobs("nsfw", 1, in_parallel=False)
+
+
+def test_an_unreadable_stop_words_file_fails_at_start(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"STOP_WORDS_FILE=.* cannot be read"):
+        Settings(stop_words_file=tmp_path / "missing.txt")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sd_webui.metadata import UNKNOWN, ImageInfo, parse_image_info, strip_quotes
+from sd_webui.metadata import UNKNOWN, ImageInfo, filtered_images, parse_image_info, strip_quotes
 
 # FastSD CPU's own settings file, as the original worker wrote it (indent 4, no image_seeds).
 REFERENCE = {
@@ -139,3 +139,19 @@ def test_an_image_index_beyond_image_seeds() -> None:
 
 def test_integer_guidance_reads_as_float() -> None:
     assert parse_image_info(json.dumps({**FULL, "guidance_scale": 0}), 0).guidance_scale == 0.0
+
+
+@pytest.mark.parametrize(
+    ("nsfw", "filtered"),
+    [([False, True], [2]), ([True, True], [1, 2]), (None, []), ("yes", []), ([1, "true"], [])],
+)
+def test_the_safety_checkers_flags_say_which_images_were_filtered(
+    nsfw: object, filtered: list[int]
+) -> None:
+    """Only a list of true/false is read; anything else (other writers) filters nothing."""
+    sidecar = {"prompt": "x", "number_of_images": 2, "nsfw": nsfw}
+    assert filtered_images(sidecar) == filtered
+    raw = json.dumps(sidecar)
+    assert [parse_image_info(raw, index).filtered for index in (0, 1)] == [
+        number in filtered for number in (1, 2)
+    ]

@@ -14,7 +14,14 @@ def full_view() -> rx.Component:
     return rx.dialog.root(
         rx.dialog.content(
             rx.vstack(
-                rx.image(src=image_url(card), alt=card.prompt, style=styles.FULL_IMAGE),
+                rx.cond(
+                    card.filtered,
+                    rx.text(
+                        "Filtered: the safety checker held this image back.",
+                        color="var(--gray-11)",
+                    ),
+                    rx.image(src=image_url(card), alt=card.prompt, style=styles.FULL_IMAGE),
+                ),
                 rx.dialog.title(card.prompt, size="4", margin="0"),
                 rx.grid(
                     fact("Negative prompt", no_negative),

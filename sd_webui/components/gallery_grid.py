@@ -56,21 +56,7 @@ def thumbnail(card: Card) -> rx.Component:
     return rx.hover_card.root(
         rx.hover_card.trigger(
             rx.box(
-                rx.image(
-                    src=image_url(card),
-                    alt=card.prompt,
-                    loading="lazy",
-                    style=styles.THUMBNAIL,
-                    # One of this tab's finished jobs: outlined, so its images stand out.
-                    outline=rx.cond(
-                        JobsState.finished_ids.contains(card.job_id),
-                        styles.HIGHLIGHT_OUTLINE,
-                        "none",
-                    ),
-                    outline_offset="2px",
-                    on_click=ViewerState.view(card),
-                    custom_attrs={"data-name": card.name, "data-job": card.job_id},
-                ),
+                rx.cond(card.filtered, filtered_tile(card), gallery_image(card)),
                 width="100%",
             ),
         ),
@@ -87,6 +73,40 @@ def thumbnail(card: Card) -> rx.Component:
             max_width="22em",
         ),
         open_delay=150,
+    )
+
+
+def gallery_image(card: Card) -> rx.Component:
+    return rx.image(
+        src=image_url(card),
+        alt=card.prompt,
+        loading="lazy",
+        style=styles.THUMBNAIL,
+        # One of this tab's finished jobs: outlined, so its images stand out.
+        outline=rx.cond(
+            JobsState.finished_ids.contains(card.job_id),
+            styles.HIGHLIGHT_OUTLINE,
+            "none",
+        ),
+        outline_offset="2px",
+        on_click=ViewerState.view(card),
+        custom_attrs={"data-name": card.name, "data-job": card.job_id},
+    )
+
+
+def filtered_tile(card: Card) -> rx.Component:
+    """What the page shows for an image the safety checker blacked out, and why."""
+    return rx.center(
+        rx.vstack(
+            rx.icon("shield-alert", size=28),
+            rx.text("Filtered", weight="medium", size="3"),
+            rx.text("The safety checker held this image back.", size="1"),
+            align="center",
+            spacing="1",
+        ),
+        style=styles.FILTERED_TILE,
+        on_click=ViewerState.view(card),
+        custom_attrs={"data-name": card.name, "data-job": card.job_id, "data-filtered": "true"},
     )
 
 

@@ -64,10 +64,19 @@ def done_links(card: JobCard) -> rx.Component:
     return rx.hstack(
         rx.foreach(
             card.images,
-            lambda path: rx.link(
-                rx.image(src=BACKEND_ORIGIN + path, style=styles.JOB_THUMBNAIL),
-                href=BACKEND_ORIGIN + path,
-                is_external=True,
+            lambda path: rx.cond(
+                card.filtered.contains(path),
+                rx.center(
+                    rx.icon("shield-alert", size=20),
+                    title="Filtered by the safety checker",
+                    style={**styles.JOB_THUMBNAIL, **styles.FILTERED_JOB_THUMBNAIL},
+                    class_name="job-filtered",
+                ),
+                rx.link(
+                    rx.image(src=BACKEND_ORIGIN + path, style=styles.JOB_THUMBNAIL),
+                    href=BACKEND_ORIGIN + path,
+                    is_external=True,
+                ),
             ),
         ),
         spacing="2",

@@ -46,6 +46,16 @@ FULL_IMAGE = {
     "background_color": "var(--gray-3)",
 }
 
+# An image the safety checker held back: a neutral tile in the image's place, never a black square.
+FILTERED_TILE = {
+    **{key: THUMBNAIL[key] for key in ("width", "aspect_ratio", "border_radius", "cursor")},
+    "background_color": "var(--gray-4)",
+    "color": "var(--gray-11)",
+    "text_align": "center",
+    "padding": "1em",
+}
+FILTERED_JOB_THUMBNAIL = {"background_color": "var(--gray-4)", "color": "var(--gray-11)"}
+
 JOB_THUMBNAIL = {
     "width": "48px",
     "height": "48px",

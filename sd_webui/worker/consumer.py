@@ -20,6 +20,7 @@ was lost), in the worker's folder or in the bucket, is acknowledged without gene
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ from sd_webui.jobs import (
     new_job_id,
     parse_job,
 )
+from sd_webui.metadata import filtered_images
 from sd_webui.settings import Settings
 from sd_webui.worker.batching import batch_key, batches
 from sd_webui.worker.metrics import record_invalid, record_outcome
@@ -129,6 +131,14 @@ def copied_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
     return {
         key: value for key, value in (message.headers or {}).items() if key not in ("CC", "BCC")
     }
+
+
+def filtered_in(sidecar: Path) -> list[int]:
+    """The images the safety checker blacked out, from the job's `<id>.json`."""
+    try:
+        return filtered_images(json.loads(sidecar.read_bytes()))
+    except (OSError, ValueError):
+        return []
 
 
 def remove_files(files: list[Path]) -> None:
@@ -535,6 +545,7 @@ class Consumer:
         (a failed upload is a failed attempt, its files kept here for the next one). Its log
         line and metric come first: the files are safe even if the acknowledgement is lost with
         the connection (then the redelivery finds them complete, see `_already_done`)."""
+        filtered = await asyncio.to_thread(filtered_in, files[0])
         if self.bucket is not None:
             try:
                 await self._upload(job, files)
@@ -545,7 +556,8 @@ class Consumer:
                 return
         record_outcome(job, outcome, seconds)
         await message.ack()
-        self.events.emit(JobEvent(id=job.id, state="done", files=[path.name for path in files]))
+        names = [path.name for path in files]
+        self.events.emit(JobEvent(id=job.id, state="done", files=names, filtered=filtered or None))
 
     async def _upload(self, job: Job, files: list[Path]) -> None:
         """Upload the job's files, JSON first, trying again for S3_UPLOAD_RETRY_S (an endpoint

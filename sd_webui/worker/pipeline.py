@@ -17,6 +17,7 @@ from sd_webui.jobs import MAX_COUNT, Job
 from sd_webui.settings import Settings
 from sd_webui.worker.batching import batch_key
 from sd_webui.worker.model_source import FIX, ModelSource, ModelUnavailable, first_line
+from sd_webui.worker.openvino_backend import use_openvino
 from sd_webui.worker.optimize import prepare_pipeline, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,14 @@ def load_pipeline(settings: Settings, source: ModelSource) -> LoadedModel:
     """
     try:
         device = resolve_device(settings.sd_device)
-        dtype = resolve_dtype(settings.sd_dtype, device)
+        if settings.sd_backend == "openvino" and device != "cpu":
+            raise ValueError(f"SD_BACKEND=openvino runs on the CPU; SD_DEVICE is {device}")
+        # With OpenVINO, SD_DTYPE is its precision hint; what stays in torch runs in float32.
+        dtype = (
+            torch.float32
+            if settings.sd_backend == "openvino"
+            else resolve_dtype(settings.sd_dtype, device)
+        )
     except ValueError as error:
         raise ModelUnavailable(str(error)) from None
     diffusers_logging.disable_progress_bar()
@@ -135,6 +143,9 @@ def load_pipeline(settings: Settings, source: ModelSource) -> LoadedModel:
         "use_offline_model": source.local_files_only,
         **prepare_pipeline(pipe, settings, device, dtype),
     }
+    if settings.sd_backend == "openvino":
+        metadata |= use_openvino(pipe, settings)
+        metadata["dtype"] = settings.sd_dtype if settings.sd_dtype != "auto" else "openvino-auto"
     model = LoadedModel(pipe=pipe, model_id=settings.sd_model, device=device, metadata=metadata)
     log.info("loaded %s on %s as %s; warming up", settings.sd_model, device, dtype)
     model.generate(WARM_UP_JOB)

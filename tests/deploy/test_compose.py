@@ -163,3 +163,8 @@ def test_the_proxy_alone_publishes_the_web_port() -> None:
     assert (REPO / document["configs"][config["source"]]["file"]).resolve() == PROXY_CONF
     assert "web" in proxy["depends_on"]
     assert "3000" in [str(port) for port in services["web"]["expose"]]
+
+
+def test_workers_run_the_safety_checker_as_the_old_system_did() -> None:
+    worker = compose()["services"]["worker"]
+    assert worker["environment"]["SD_SAFETY_CHECKER"] == "1"

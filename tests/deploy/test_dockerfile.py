@@ -81,6 +81,7 @@ def test_webui_builds_the_frontend_into_the_image() -> None:
 def test_worker_preloads_tcmalloc_on_any_architecture() -> None:
     env = " ".join(value for stage in chain("worker") for value in stage.values("ENV"))
     assert "LD_PRELOAD=libtcmalloc_minimal.so.4" in env  # a bare soname: no arch-specific path
+    assert "TBB_ENABLE_SANITIZERS=1" in env  # OpenVINO aborts under tcmalloc without it
     runs = " ".join(stages()["worker"].values("RUN"))
     assert "libtcmalloc-minimal4" in runs
     assert "grep -q libtcmalloc_minimal /proc/self/maps" in runs

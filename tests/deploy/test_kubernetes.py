@@ -504,3 +504,9 @@ def test_the_readmes_retention_snippet_changes_the_setting(tmp_path) -> None:
         for key, value in worker_config(build("overlays/scaledobject")).items()
         if key != "S3_RETENTION_DAYS"
     }
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_workers_run_the_safety_checker_as_the_old_system_did(kustomization: str) -> None:
+    config = worker_config(build(kustomization))
+    assert Settings(sd_safety_checker=config["SD_SAFETY_CHECKER"]).sd_safety_checker

@@ -212,6 +212,8 @@ def test_killing_the_replica_of_a_tab_loses_nothing(page: Page, replicas: Replic
     api_job = submit(replicas.a.url, "Queued through replica A's API")
     assert job_state(b.url, api_job) == "queued"
     before, worker = step(page, job_id), worker_of(page, job_id)
+    # B hears the same events on its own subscription; under load a little later than A.
+    wait_step_known(b.url, job_id, before)
     replicas.a.kill()
     replicas.relay.send_to(replicas.a, b)  # A's sockets die with it; cut what the relay holds
     expect_moving_on(page, job_id, before, worker)
@@ -232,6 +234,18 @@ def submit(url: str, prompt: str) -> str:
         return json.load(response)["ids"][0]
 
 
-def job_state(url: str, job_id: str) -> str:
+def job_of(url: str, job_id: str) -> dict:
     with urllib.request.urlopen(f"{url}/api/v1/jobs/{job_id}", timeout=10) as response:
-        return json.load(response)["state"]
+        return json.load(response)
+
+
+def job_state(url: str, job_id: str) -> str:
+    return job_of(url, job_id)["state"]
+
+
+def wait_step_known(url: str, job_id: str, step_shown: int) -> None:
+    """Until the replica at `url` knows the job at the step a tab shows (or further)."""
+    deadline = time.monotonic() + 30
+    while (job_of(url, job_id).get("step") or 0) < step_shown:
+        assert time.monotonic() < deadline, f"{url} never heard step {step_shown} of {job_id}"
+        time.sleep(0.1)

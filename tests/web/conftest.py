@@ -28,9 +28,10 @@ def write_image(
     prompt: str,
     count: int = 1,
     size: tuple[int, int] = (512, 512),
+    nsfw: list[bool] | None = None,
 ) -> Path:
     """A soft abstract picture of `size` (width, height) plus its FastSD sidecar, each renamed
-    into place whole."""
+    into place whole. `nsfw`: the safety checker's flags, as a worker with it records them."""
     width, height = size
     seed = 1000 + n + int(hue * 100)
     sidecar = {
@@ -47,6 +48,8 @@ def write_image(
         "use_seed": True,
         "image_seeds": [seed - n + 1 + index for index in range(count)],
     }
+    if nsfw is not None:
+        sidecar |= {"use_safety_checker": True, "nsfw": nsfw}
     json_temp = folder / f".{stem}.json.tmp"
     json_temp.write_text(json.dumps(sidecar, indent=4))
     json_temp.rename(folder / f"{stem}.json")

@@ -36,6 +36,17 @@ def test_a_card_moves_forward_only() -> None:
     assert (failed.state, failed.error) == ("failed", "FileExistsError: boom")
 
 
+def test_a_done_card_knows_which_images_were_filtered() -> None:
+    card = job_state.JobCard(id="f" * 32, count=2)
+    files = ["x.json", "x-1.png", "x-2.png"]
+    done = moved(card, ("done", {"files": files, "filtered": [2, 7]}))  # 7: no such image
+    assert (done.images, done.filtered) == (
+        ["/images/x-1.png", "/images/x-2.png"],
+        ["/images/x-2.png"],
+    )
+    assert moved(card, ("done", {"files": files})).filtered == []
+
+
 def test_progress_of_images_made_one_after_another() -> None:
     card = job_state.JobCard(id="b" * 32, count=2)
     second = moved(card, ("progress", {"step": 2, "steps": 4, "image": 2}))

@@ -171,6 +171,25 @@ def test_crafted_events_are_refused_on_the_server(
     assert taken_bodies(amqp_url, web_queue) == []
 
 
+def test_an_image_the_safety_checker_filtered_is_a_tile_saying_so(
+    page: Page, web_images: Path
+) -> None:
+    """Its sidecar's `nsfw` flag: a neutral "Filtered" tile with the reason, never the PNG
+    (which a worker wrote black)."""
+    stem = "e" * 32
+    flagged = write_image(web_images, stem, 1, 0.1, "A filtered picture", nsfw=[True])
+    try:
+        tile = page.locator(f'[data-filtered="true"][data-name="{flagged.name}"]')
+        expect(tile).to_be_visible()
+        expect(tile).to_contain_text("Filtered")
+        expect(tile).to_contain_text("The safety checker held this image back.")
+        assert flagged.name not in shown(page)
+    finally:
+        flagged.unlink()
+        (web_images / f"{stem}.json").unlink()
+    expect(page.locator(f'[data-name="{flagged.name}"]')).to_have_count(0)
+
+
 def test_new_and_deleted_images_reach_two_tabs_live(
     browser: Browser, page: Page, harness, web_images: Path
 ) -> None:
