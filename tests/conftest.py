@@ -57,6 +57,16 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def wait_listening(process: subprocess.Popen, port: int, name: str, seconds: float) -> None:
+    """Until the child `process` accepts connections on 127.0.0.1:`port`; fail if it exits or
+    takes longer than `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not port_open("127.0.0.1", port):
+        assert process.poll() is None, f"{name} exited"
+        assert time.monotonic() < deadline, f"{name} did not start"
+        time.sleep(0.05)
+
+
 def serving(port: int, command: list[str], name: str, seconds: float) -> None:
     """Start the shared service on `port` with `command` if nothing listens there (it is
     started before the tests, but may have stopped); fail, or skip outside CI, if it cannot."""

@@ -3,10 +3,9 @@
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from tests.conftest import free_port, port_open, unavailable
+from tests.conftest import free_port, unavailable, wait_listening
 
 START_TIMEOUT_S = 10.0
 
@@ -35,11 +34,7 @@ class RedisServer:
             str(self.folder),
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_open("127.0.0.1", self.port):
-            assert self.process.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+        wait_listening(self.process, self.port, "redis-server", START_TIMEOUT_S)
 
     def stop(self) -> None:
         if self.process is None:

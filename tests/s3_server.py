@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_open, unavailable
+from tests.conftest import free_port, unavailable, wait_listening
 
 START_TIMEOUT_S = 30.0
 ACCESS_KEY_ID, SECRET_ACCESS_KEY = "sd-webui-test", "sd-webui-test-secret"
@@ -51,11 +50,7 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_open("127.0.0.1", self.port):
-            assert self.process.poll() is None, "moto_server exited"
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
+        wait_listening(self.process, self.port, "moto_server", START_TIMEOUT_S)
 
     def stop(self) -> None:
         if self.process is not None:

@@ -5,8 +5,6 @@ and then stays ready, and `/status` says at each moment whether the bucket answe
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +16,14 @@ from sd_webui.settings import Settings
 from tests.app_process import web_app
 from tests.conftest import write_finished_job
 from tests.s3_server import S3Server
+from tests.worker.worker_support import http_get
 
 BUCKET = "web-pod-images"
 WITHIN_S = 30  # S3_MIRROR_INTERVAL_S is 1 s here; a failed comparison waits out boto3's retries
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def status(url: str) -> dict:
-    code, body = get(f"{url}/status")
+    code, body = http_get(f"{url}/status")
     assert code == 200
     return json.loads(body)
 
@@ -64,7 +55,7 @@ def test_ready_after_the_first_copy_then_status_follows_the_bucket(
     }
     with web_app(tmp_path / "web.log", backend_only=True, ready="/healthz", **environment) as url:
         # The bucket is down: alive, not ready, and /status says why.
-        code, why = get(f"{url}/readyz")
+        code, why = http_get(f"{url}/readyz")
         assert code == 503 and "the first copy from the bucket is not done" in why
         wait_until(lambda: status(url)["bucket_error"], "bucket error in /status")
         seen = status(url)
@@ -83,7 +74,7 @@ def test_ready_after_the_first_copy_then_status_follows_the_bucket(
         for path in files:
             os.utime(path, ns=(written_ns, written_ns))
         bucket.upload_job(files)
-        wait_until(lambda: get(f"{url}/readyz")[0] == 200, "readiness")
+        wait_until(lambda: http_get(f"{url}/readyz")[0] == 200, "readiness")
         assert (folder / files[1].name).stat().st_mtime_ns == written_ns
         seen = status(url)
         assert seen["bucket_reachable"] is True and seen["bucket_error"] is None
@@ -92,6 +83,6 @@ def test_ready_after_the_first_copy_then_status_follows_the_bucket(
         # It goes away: still ready (the copy serves the page), and /status says so.
         server.stop()
         wait_until(lambda: status(url)["bucket_reachable"] is False, "bucket gone in /status")
-        assert get(f"{url}/readyz")[0] == 200
+        assert http_get(f"{url}/readyz")[0] == 200
         assert "Could not connect" in status(url)["bucket_error"]
         assert (folder / files[1].name).exists()
